@@ -1,0 +1,117 @@
+/* etcfs_raftd: the cluster member (config, logging, node loop, v2 HTTP API)
+ * as a library. The raftd program is a thin main() over it; the FUSE
+ * front-end (raftd --mount) uses the raftd_get/raftd_write/raftd_watch
+ * calls below as its in-process backend, from the member's own loop. */
+#ifndef ETCFS_RAFTD_H
+#define ETCFS_RAFTD_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+/* ---- logging ---------------------------------------------------------
+ * One line per event on a FILE (stderr for the program), in etcd's
+ * capnslog layout so operators' greps keep working:
+ *   2026-11-21 05:21:22.599209 I | raftd: message
+ * Levels are etcd's --log-level names. */
+enum raftd_log_level {
+    RAFTD_LOG_DEBUG = 0,
+    RAFTD_LOG_INFO = 1,
+    RAFTD_LOG_WARN = 2,
+    RAFTD_LOG_ERROR = 3,
+    RAFTD_LOG_PANIC = 4,
+    RAFTD_LOG_FATAL = 5,
+};
+
+struct raftd_log {
+    FILE *out;                 /* borrowed; NULL drops everything */
+    enum raftd_log_level level; /* lines below it are dropped */
+};
+
+void raftd_log_init(struct raftd_log *log, FILE *out,
+                    enum raftd_log_level level);
+/* Parse an etcd --log-level name; -EINVAL if unknown. */
+int raftd_log_level_parse(const char *s, enum raftd_log_level *out);
+/* pkg is the subsystem ("raftd", "wal", "http", ...), borrowed. */
+void raftd_logf(const struct raftd_log *log, enum raftd_log_level level,
+                const char *pkg, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+
+/* ---- configuration ---------------------------------------------------
+ * etcd's command line: every etcd 3.4 flag is accepted with one dash or
+ * two, "-f v", "-f=v", "--f v" or "--f=v" (Go's flag package rules), and
+ * the matching ETCD_* environment variable is used when the flag is not on
+ * the command line. Flags raftd does not implement are accepted and
+ * ignored (logged at debug level), as a user swapping etcd for raftd would
+ * expect. */
+
+#define RAFTD_VERSION "3.4.23"        /* reported as etcdserver */
+#define RAFTD_CLUSTER_VERSION "3.4.0" /* reported as etcdcluster */
+
+struct raftd_urls {
+    size_t n;
+    char **v; /* owned, each a validated scheme://host:port, sorted */
+};
+
+struct raftd_member_cfg {
+    char *name;                /* owned */
+    struct raftd_urls peer_urls;
+    uint64_t id;               /* etcd's NewMember id (sha1) */
+};
+
+struct raftd_config {
+    char *name;
+    char *data_dir;            /* default "${name}.etcd" */
+    char *wal_dir;             /* "" = data_dir/member/wal */
+    struct raftd_urls listen_client_urls;
+    struct raftd_urls advertise_client_urls;
+    struct raftd_urls listen_peer_urls;
+    struct raftd_urls initial_advertise_peer_urls;
+    char *initial_cluster;     /* as given, "name=url,..." */
+    char *initial_cluster_state; /* "new" or "existing" */
+    char *initial_cluster_token;
+    uint64_t snapshot_count;   /* etcd 3.4 default 100000 */
+    unsigned heartbeat_ms;     /* default 100 */
+    unsigned election_ms;      /* default 1000 */
+    unsigned max_snapshots;    /* default 5, 0 unlimited */
+    unsigned max_wals;         /* default 5, 0 unlimited */
+    enum raftd_log_level log_level;
+    int print_version;         /* --version given */
+    int print_help;            /* -h/--help given */
+    int force_new_cluster;
+    char *mount;               /* --mount DIR (ours); NULL if absent */
+
+    /* Derived from initial_cluster and the token. */
+    struct raftd_member_cfg *members; /* owned, sorted by id */
+    size_t n_members;
+    uint64_t member_id;        /* this member's id */
+    uint64_t cluster_id;       /* etcd's genID over the member ids */
+};
+
+/* Parse argv (argv[0] is skipped) and the environment (envp, NULL-ended
+ * "K=V" strings, borrowed; NULL means no environment). On failure returns
+ * a negative errno, writes a one-line reason into err (size errlen) and
+ * sets *exit_code to what etcd exits with for that mistake: 2 for flag
+ * syntax (unknown flag, bad value on the command line), 1 for the rest.
+ * On success cfg is filled and must be released with raftd_config_free(),
+ * which is also safe after a failure. */
+int raftd_config_parse(struct raftd_config *cfg, int argc, char **argv,
+                       char **envp, char *err, size_t errlen,
+                       int *exit_code);
+void raftd_config_free(struct raftd_config *cfg);
+
+/* The usage text, etcd-like, for -h and flag errors. */
+void raftd_config_usage(FILE *out);
+
+/* etcd's member id: sha1 over the sorted peer URLs concatenated, then the
+ * cluster token; the first 8 bytes big-endian. urls are borrowed. */
+uint64_t raftd_member_id(const char *const *urls, size_t n,
+                         const char *token);
+/* etcd's cluster id: sha1 over the sorted member ids, 8 bytes big-endian
+ * each; the first 8 bytes big-endian. ids is borrowed (not modified). */
+uint64_t raftd_cluster_id(const uint64_t *ids, size_t n);
+
+/* SHA-1 of len bytes into out[20]; used by the two ids above. */
+void raftd_sha1(const void *data, size_t len, unsigned char out[20]);
+
+#endif /* ETCFS_RAFTD_H */
