@@ -167,8 +167,9 @@ int snap_reader_read(struct snap_reader *r, void *buf, size_t len,
                      size_t *nread);
 
 /* store_load()'s callback: data is the struct snap_reader *. Fills exactly
- * len bytes and returns 0, or returns -EBADMSG ("image truncated") if the
- * image ends first, or another error from snap_reader_read. */
+ * len bytes and returns 0, or returns -ENODATA (the short-image code
+ * store.h names) if the image ends first, or an error from
+ * snap_reader_read. Usage: store_load(s, snap_read_cb, r). */
 int snap_read_cb(void *data, void *buf, size_t len);
 
 /* Read the verified file itself, verbatim from byte 0, for sending to a
