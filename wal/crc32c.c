@@ -5,7 +5,7 @@
 #include <stdint.h>
 #include <string.h>
 
-#include "wal.h"
+#include "wal_int.h"
 
 #define CRC32C_POLY 0x82F63B78u /* reflected Castagnoli polynomial */
 
@@ -79,4 +79,18 @@ uint32_t wal_crc32c(uint32_t crc, const void *buf, size_t len)
         return ~crc32c_hw(crc, p, len);
 #endif
     return ~crc32c_sw(crc, p, len);
+}
+
+uint32_t wal_crc32c_sw(uint32_t crc, const void *buf, size_t len)
+{
+    return ~crc32c_sw(~crc, buf, len);
+}
+
+int wal_crc32c_hw_available(void)
+{
+#if defined(__x86_64__)
+    return __builtin_cpu_supports("sse4.2") ? 1 : 0;
+#else
+    return 0;
+#endif
 }
