@@ -1,0 +1,4 @@
+#include "test.h"
+#include "wal.h"
+TEST(placeholder) { ASSERT(1); }
+TEST_MAIN(TEST_ENTRY(placeholder))
