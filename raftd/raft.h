@@ -61,10 +61,10 @@
  * replaced.
  *
  * SNAPSHOTS. The node loop owns snapshot data; the core only sees
- * metadata. After saving a snapshot of the store at applied index i, the
- * node loop calls raft_compact(r, i') with some i' <= i (keep a few
- * thousand entries for slow followers, as etcd does); the core then uses
- * meta(i') when a follower needs entries older than the log. An outgoing
+ * metadata. After saving a snapshot of the store at applied index i (with
+ * meta from raft_snapshot_meta()), the node loop calls raft_compact(r, i);
+ * the core then offers snapshot i to followers that need entries older
+ * than its in-memory log. An outgoing
  * RAFT_MSG_SNAPSHOT tells the node loop to stream its snapshot at
  * m.snapshot.index to m.to, then deliver the message itself (after the
  * data) and report success or failure with raft_report_snapshot(). On the
@@ -219,8 +219,15 @@ struct raft_config {
                                 default 256 */
     size_t max_msg_bytes;    /* entry bytes per append message; default
                                 1 MiB (at least one entry is always sent) */
-    /* Initial cluster, used only when the log is fresh (no snapshot): the
-     * configuration at index 0. Borrowed for the raft_new() call. */
+    raft_index snapshot_catchup_entries; /* kept after raft_compact();
+                                            0 keeps none */
+    /* Initial cluster, used only for a fresh member (no hard state, no
+     * snapshot, no entries): as etcd does, the core then writes one
+     * RAFT_CONF_ADD_VOTER entry per voter (ascending id, empty context) at
+     * term 1, indexes 1..n, committed; they come out in the first ready to
+     * persist. Every bootstrapping member must get the same list. A member
+     * joining an existing cluster passes none and learns the configuration
+     * from the leader. Borrowed for the raft_new() call. */
     const raft_id *voters;
     size_t n_voters;
 };
@@ -293,10 +300,12 @@ void raft_applied(struct raft *r, raft_index index);
 int raft_snapshot_meta(const struct raft *r, raft_index index,
                        struct raft_snapshot_meta *meta);
 
-/* Drops in-memory entries up to index, which must be covered by a
- * snapshot the node loop has saved durably (index <= applied index). The
- * core then sends that snapshot to followers needing older entries.
- * Compacting at or below the current compaction point is a no-op.
+/* Tells the core that the node loop has saved a snapshot of the store at
+ * index durably (index <= applied index). The core then offers that
+ * snapshot (meta from raft_snapshot_meta()) to followers needing entries
+ * the log no longer holds, and drops in-memory entries up to
+ * index - cfg.snapshot_catchup_entries (kept for slow followers, as etcd
+ * keeps SnapshotCatchUpEntries). Older or equal indexes are a no-op.
  * Returns -RAFT_EUNAVAILABLE if index > applied, -ENOMEM. */
 int raft_compact(struct raft *r, raft_index index);
 
@@ -359,6 +368,12 @@ raft_index raft_last_index(const struct raft *r);
 raft_index raft_first_index(const struct raft *r); /* first in memory */
 raft_index raft_persisted_index(const struct raft *r);
 void raft_conf(const struct raft *r, struct raft_conf_state *conf);
+/* The in-memory entry at index (data borrowed until the next call that
+ * changes the node). -RAFT_ECOMPACTED, -RAFT_EUNAVAILABLE. */
+int raft_entry_get(const struct raft *r, raft_index index,
+                   struct raft_entry *e);
+/* Term of the entry at index (also the compaction point). */
+int raft_term_at(const struct raft *r, raft_index index, raft_term *term);
 /* Leader: replication progress of a voter. -RAFT_ENOTLEADER, -ENOENT. */
 int raft_progress(const struct raft *r, raft_id id, raft_index *match,
                   raft_index *next);

@@ -1,0 +1,5 @@
+# The pure Raft core: no I/O, no libuv, no clock (see raft.h).
+add_library(etcfs_raft STATIC ${CMAKE_CURRENT_SOURCE_DIR}/raft.c)
+target_include_directories(etcfs_raft PUBLIC ${CMAKE_CURRENT_SOURCE_DIR})
+
+etcfs_unit_test(test_raft etcfs_raft)
