@@ -25,79 +25,6 @@
 #define DUMP_CONF_ADD 1
 #define DUMP_CONF_REMOVE 2
 
-static void dump_log(void *data, int is_error, const char *msg)
-{
-    (void)data;
-    fprintf(stderr, "%s%s\n", is_error ? "error: " : "", msg);
-}
-
-static void dump_snap_log(void *data, enum snap_log_level level,
-                          const char *msg)
-{
-    dump_log(data, level == SNAP_LOG_ERROR, msg);
-}
-
-static void dump_wal_log(void *data, enum wal_log_level level,
-                         const char *msg)
-{
-    dump_log(data, level == WAL_LOG_ERROR, msg);
-}
-
-/* ---- read-only WAL hooks ----------------------------------------------
- * wal_read_all() repairs a torn tail (truncates, writes .broken). A dump
- * must not change the data dir, so every open for writing is sent to
- * /dev/null and truncate, sync, rename, unlink and mkdir pretend to
- * succeed: the tool shows what a member would recover, and the disk keeps
- * what it had. */
-static int ro_open(void *ctx, const char *path, int flags, mode_t mode)
-{
-    int fd;
-    (void)ctx;
-    if (flags & (O_WRONLY | O_RDWR | O_CREAT | O_TRUNC | O_APPEND))
-        fd = open("/dev/null", O_WRONLY | O_CLOEXEC);
-    else
-        fd = open(path, flags | O_CLOEXEC, mode);
-    return fd < 0 ? -errno : fd;
-}
-
-static int ro_ok_fd(void *ctx, int fd)
-{
-    (void)ctx;
-    (void)fd;
-    return 0;
-}
-
-static int ro_ok_truncate(void *ctx, int fd, off_t len)
-{
-    (void)ctx;
-    (void)fd;
-    (void)len;
-    return 0;
-}
-
-static int ro_ok_rename(void *ctx, const char *from, const char *to)
-{
-    (void)ctx;
-    (void)from;
-    (void)to;
-    return 0;
-}
-
-static int ro_ok_path(void *ctx, const char *path)
-{
-    (void)ctx;
-    (void)path;
-    return 0;
-}
-
-static int ro_ok_mkdir(void *ctx, const char *path, mode_t mode)
-{
-    (void)ctx;
-    (void)path;
-    (void)mode;
-    return 0;
-}
-
 /* ---- formatting --------------------------------------------------------- */
 
 /* Go's %q for a byte string, for ASCII: printable bytes as they are, the
@@ -222,7 +149,10 @@ static int put_request(FILE *out, const struct wal_entry *e)
     return 0;
 }
 
-static void put_entry(FILE *out, const struct wal_entry *e)
+/* Print one entry line. Not static: tests/fuzz/fuzz_dump.c feeds it
+ * arbitrary entry bytes (dump.c built with ETCFS_DUMP_NO_MAIN). */
+void dump_put_entry(FILE *out, const struct wal_entry *e);
+void dump_put_entry(FILE *out, const struct wal_entry *e)
 {
     const unsigned char *d = e->data;
     if (e->type == 0) {
@@ -248,6 +178,82 @@ static void put_entry(FILE *out, const struct wal_entry *e)
                 e->term, e->index, e->type);
     }
     fputc('\n', out);
+}
+
+#ifndef ETCFS_DUMP_NO_MAIN
+/* ---- logging and read-only WAL hooks ---- */
+
+static void dump_log(void *data, int is_error, const char *msg)
+{
+    (void)data;
+    fprintf(stderr, "%s%s\n", is_error ? "error: " : "", msg);
+}
+
+static void dump_snap_log(void *data, enum snap_log_level level,
+                          const char *msg)
+{
+    dump_log(data, level == SNAP_LOG_ERROR, msg);
+}
+
+static void dump_wal_log(void *data, enum wal_log_level level,
+                         const char *msg)
+{
+    dump_log(data, level == WAL_LOG_ERROR, msg);
+}
+
+/* ---- read-only WAL hooks ----------------------------------------------
+ * wal_read_all() repairs a torn tail (truncates, writes .broken). A dump
+ * must not change the data dir, so every open for writing is sent to
+ * /dev/null and truncate, sync, rename, unlink and mkdir pretend to
+ * succeed: the tool shows what a member would recover, and the disk keeps
+ * what it had. */
+static int ro_open(void *ctx, const char *path, int flags, mode_t mode)
+{
+    int fd;
+    (void)ctx;
+    if (flags & (O_WRONLY | O_RDWR | O_CREAT | O_TRUNC | O_APPEND))
+        fd = open("/dev/null", O_WRONLY | O_CLOEXEC);
+    else
+        fd = open(path, flags | O_CLOEXEC, mode);
+    return fd < 0 ? -errno : fd;
+}
+
+static int ro_ok_fd(void *ctx, int fd)
+{
+    (void)ctx;
+    (void)fd;
+    return 0;
+}
+
+static int ro_ok_truncate(void *ctx, int fd, off_t len)
+{
+    (void)ctx;
+    (void)fd;
+    (void)len;
+    return 0;
+}
+
+static int ro_ok_rename(void *ctx, const char *from, const char *to)
+{
+    (void)ctx;
+    (void)from;
+    (void)to;
+    return 0;
+}
+
+static int ro_ok_path(void *ctx, const char *path)
+{
+    (void)ctx;
+    (void)path;
+    return 0;
+}
+
+static int ro_ok_mkdir(void *ctx, const char *path, mode_t mode)
+{
+    (void)ctx;
+    (void)path;
+    (void)mode;
+    return 0;
 }
 
 /* ---- sections ----------------------------------------------------------- */
@@ -404,7 +410,7 @@ static int dump_wal(FILE *out, const char *waldir,
                 res.entries[res.n_entries - 1].index);
     fprintf(out, "%4s\t%10s\ttype\tdata\n", "term", "index");
     for (size_t i = 0; i < res.n_entries; i++)
-        put_entry(out, &res.entries[i]);
+        dump_put_entry(out, &res.entries[i]);
     fprintf(out, "\nEntry types (Normal,ConfigChange) count is : %zu\n",
             res.n_entries);
     wal_read_result_free(&res);
@@ -446,3 +452,4 @@ int main(int argc, char **argv)
         return 1;
     return 0;
 }
+#endif /* ETCFS_DUMP_NO_MAIN */

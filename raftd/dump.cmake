@@ -15,11 +15,23 @@ add_custom_command(
   DEPENDS ${CMAKE_CURRENT_SOURCE_DIR}/request.proto
   COMMENT "protoc-c request.proto (etcfs-dump-logs)")
 set_source_files_properties(${ETCFS_DUMP_PB} PROPERTIES COMPILE_OPTIONS "-w")
+# One target owns the generated code; the program and the fuzz target link it.
+add_library(etcfs_dump_pb STATIC ${ETCFS_DUMP_PB})
+target_include_directories(etcfs_dump_pb PUBLIC ${ETCFS_DUMP_PB_DIR})
+target_link_libraries(etcfs_dump_pb PUBLIC PkgConfig::PROTOBUFC)
 
-add_executable(etcfs-dump-logs dump.c ${ETCFS_DUMP_PB})
-target_include_directories(etcfs-dump-logs PRIVATE ${ETCFS_DUMP_PB_DIR})
-target_link_libraries(etcfs-dump-logs PRIVATE etcfs_snap etcfs_wal
-                      PkgConfig::PROTOBUFC)
+add_executable(etcfs-dump-logs dump.c)
+target_link_libraries(etcfs-dump-logs PRIVATE etcfs_dump_pb etcfs_snap
+                      etcfs_wal)
+
+# The entry decoder (dump.c without main) under libFuzzer.
+if(ETCFS_FUZZ)
+  add_library(etcfs_dump_fmt STATIC dump.c)
+  target_compile_definitions(etcfs_dump_fmt PRIVATE ETCFS_DUMP_NO_MAIN)
+  target_link_libraries(etcfs_dump_fmt PUBLIC etcfs_dump_pb etcfs_snap
+                        etcfs_wal)
+  etcfs_fuzz_target(fuzz_dump etcfs_dump_fmt)
+endif()
 
 # The test builds a data dir with the wal and snap APIs, runs the tool and
 # checks its output, so it needs the program's path.
