@@ -1257,8 +1257,11 @@ static int handle_read_ack(struct raft *r, raft_id id, uint64_t seq)
         if (e != 0)
             rv = e;
     }
-    memmove(r->reads, r->reads + done, (r->n_reads - done) * sizeof(*r->reads));
-    r->n_reads -= done;
+    if (done > 0) {
+        memmove(r->reads, r->reads + done,
+                (r->n_reads - done) * sizeof(*r->reads));
+        r->n_reads -= done;
+    }
     return rv;
 }
 
@@ -1787,8 +1790,10 @@ int raft_compact(struct raft *r, raft_index index)
         h = 0;
         while (h < r->n_hist && r->hist[h].index <= upto)
             h++;
-        memmove(r->hist, r->hist + h, (r->n_hist - h) * sizeof(*r->hist));
-        r->n_hist -= h;
+        if (h > 0) {
+            memmove(r->hist, r->hist + h, (r->n_hist - h) * sizeof(*r->hist));
+            r->n_hist -= h;
+        }
         r->base_conf = bm.conf;
         r->base_index = upto;
         r->offset_term = bm.term;
