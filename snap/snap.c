@@ -49,10 +49,12 @@
 
 #define SNAP_NAME_LEN 38 /* 16 hex, '-', 16 hex, ".snap" */
 
-/* Where log messages go: a copy of the two option fields. */
-struct snap_log {
+/* Where log messages go and how disk calls are made: copies of the
+ * option fields. */
+struct snap_env {
     snap_log_cb cb;
     void *data;
+    const struct snap_hooks *hooks; /* NULL: real syscalls */
 };
 
 struct snap_hdr {
@@ -69,7 +71,7 @@ struct snap_hdr {
 };
 
 struct snap_writer {
-    struct snap_log log;
+    struct snap_env log;
     char *dir;
     char *tmp_path;
     unsigned max_snapshots;
@@ -91,7 +93,7 @@ struct snap_writer {
 };
 
 struct snap_reader {
-    struct snap_log log;
+    struct snap_env log;
     char *path;
     int fd;
     struct snap_hdr hdr;
@@ -111,7 +113,7 @@ struct snap_reader {
 /* ---- small helpers --------------------------------------------------- */
 
 __attribute__((format(printf, 3, 4))) static void
-snap_logf(const struct snap_log *log, enum snap_log_level level,
+snap_logf(const struct snap_env *log, enum snap_log_level level,
           const char *fmt, ...)
 {
     char msg[512];
@@ -193,33 +195,80 @@ static int snap_id_cmp(const void *a, const void *b)
     return 0;
 }
 
-static int write_all(int fd, const void *buf, size_t len)
+/* The disk calls, through the hooks when set; all return negative errno. */
+static ssize_t io_pread(const struct snap_env *env, int fd, void *buf,
+                        size_t n, uint64_t off)
+{
+    ssize_t rv;
+    if (env->hooks != NULL && env->hooks->pread != NULL)
+        return env->hooks->pread(env->hooks->ctx, fd, buf, n, (off_t)off);
+    rv = pread(fd, buf, n, (off_t)off);
+    return rv < 0 ? -errno : rv;
+}
+
+static ssize_t io_pwrite(const struct snap_env *env, int fd, const void *buf,
+                         size_t n, uint64_t off)
+{
+    ssize_t rv;
+    if (env->hooks != NULL && env->hooks->pwrite != NULL)
+        return env->hooks->pwrite(env->hooks->ctx, fd, buf, n, (off_t)off);
+    rv = pwrite(fd, buf, n, (off_t)off);
+    return rv < 0 ? -errno : rv;
+}
+
+static int io_fsync(const struct snap_env *env, int fd)
+{
+    if (env->hooks != NULL && env->hooks->fsync != NULL)
+        return env->hooks->fsync(env->hooks->ctx, fd);
+    return fsync(fd) != 0 ? -errno : 0;
+}
+
+static int io_rename(const struct snap_env *env, const char *from,
+                     const char *to)
+{
+    if (env->hooks != NULL && env->hooks->rename != NULL)
+        return env->hooks->rename(env->hooks->ctx, from, to);
+    return rename(from, to) != 0 ? -errno : 0;
+}
+
+static int io_unlink(const struct snap_env *env, const char *path)
+{
+    if (env->hooks != NULL && env->hooks->unlink != NULL)
+        return env->hooks->unlink(env->hooks->ctx, path);
+    return unlink(path) != 0 ? -errno : 0;
+}
+
+/* Write all of buf at off (a short write is retried, as is EINTR). */
+static int write_all(const struct snap_env *env, int fd, const void *buf,
+                     size_t len, uint64_t off)
 {
     const unsigned char *p = buf;
     while (len > 0) {
-        ssize_t n = write(fd, p, len);
-        if (n < 0) {
-            if (errno == EINTR)
-                continue;
-            return -errno;
-        }
+        ssize_t n = io_pwrite(env, fd, p, len, off);
+        if (n == -EINTR)
+            continue;
+        if (n < 0)
+            return (int)n;
+        if (n == 0)
+            return -EIO;
         p += n;
         len -= (size_t)n;
+        off += (uint64_t)n;
     }
     return 0;
 }
 
 /* Read exactly len bytes at off; -EBADMSG if the file ends first. */
-static int pread_all(int fd, void *buf, size_t len, uint64_t off)
+static int pread_all(const struct snap_env *env, int fd, void *buf,
+                     size_t len, uint64_t off)
 {
     unsigned char *p = buf;
     while (len > 0) {
-        ssize_t n = pread(fd, p, len, (off_t)off);
-        if (n < 0) {
-            if (errno == EINTR)
-                continue;
-            return -errno;
-        }
+        ssize_t n = io_pread(env, fd, p, len, off);
+        if (n == -EINTR)
+            continue;
+        if (n < 0)
+            return (int)n;
         if (n == 0)
             return -EBADMSG;
         p += n;
@@ -229,14 +278,13 @@ static int pread_all(int fd, void *buf, size_t len, uint64_t off)
     return 0;
 }
 
-static int fsync_dir(const char *dir)
+static int fsync_dir(const struct snap_env *env, const char *dir)
 {
-    int rv = 0;
+    int rv;
     int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     if (fd < 0)
         return -errno;
-    if (fsync(fd) != 0)
-        rv = -errno;
+    rv = io_fsync(env, fd);
     close(fd);
     return rv;
 }
@@ -275,7 +323,7 @@ out:
 
 int snap_dir_init(const struct snap_options *opts)
 {
-    struct snap_log log = {opts->log, opts->log_data};
+    struct snap_env log = {opts->log, opts->log_data, opts->hooks};
     struct dirent *de;
     DIR *d;
     int rv;
@@ -298,8 +346,17 @@ int snap_dir_init(const struct snap_options *opts)
     while ((de = readdir(d)) != NULL) {
         if (strstr(de->d_name, ".snap.tmp.") == NULL)
             continue;
-        if (unlinkat(dirfd(d), de->d_name, 0) != 0 && errno != ENOENT) {
-            rv = -errno;
+        char *p = malloc(strlen(opts->dir) + strlen(de->d_name) + 2);
+        if (p == NULL) {
+            rv = -ENOMEM;
+            break;
+        }
+        sprintf(p, "%s/%s", opts->dir, de->d_name);
+        rv = io_unlink(&log, p);
+        free(p);
+        if (rv == -ENOENT)
+            rv = 0;
+        if (rv != 0) {
             snap_logf(&log, SNAP_LOG_ERROR, "snap: remove %s/%s: %s",
                       opts->dir, de->d_name, strerror(-rv));
             break;
@@ -352,7 +409,7 @@ int snap_list(const struct snap_options *opts, struct snap_id **ids,
 
 int snap_purge(const struct snap_options *opts)
 {
-    struct snap_log log = {opts->log, opts->log_data};
+    struct snap_env log = {opts->log, opts->log_data, opts->hooks};
     struct snap_id *ids;
     size_t n;
     int rv, first_err = 0;
@@ -367,8 +424,8 @@ int snap_purge(const struct snap_options *opts)
             first_err = -ENOMEM;
             break;
         }
-        if (unlink(p) != 0 && errno != ENOENT) {
-            rv = -errno;
+        rv = io_unlink(&log, p);
+        if (rv != 0 && rv != -ENOENT) {
             snap_logf(&log, SNAP_LOG_ERROR, "snap: purge %s: %s", p,
                       strerror(-rv));
             if (first_err == 0)
@@ -390,7 +447,7 @@ static size_t snap_stored_max(uint32_t chunk_size)
 
 /* Parse and check the fixed header and meta at the start of fd. On success
  * *meta is returned (malloc'd, NULL if meta_len 0; caller frees). */
-static int snap_read_header(const struct snap_log *log, int fd,
+static int snap_read_header(const struct snap_env *log, int fd,
                             const char *path, struct snap_hdr *h,
                             unsigned char **meta)
 {
@@ -407,7 +464,7 @@ static int snap_read_header(const struct snap_log *log, int fd,
                   strerror(-rv));
         return rv;
     }
-    rv = pread_all(fd, b, sizeof(b), 0);
+    rv = pread_all(log, fd, b, sizeof(b), 0);
     if (rv == -EBADMSG) {
         snap_logf(log, SNAP_LOG_ERROR,
                   "snap: %s: offset 0: file too short for a header (%lld "
@@ -446,7 +503,7 @@ static int snap_read_header(const struct snap_log *log, int fd,
         m = malloc(h->meta_len);
         if (m == NULL)
             return -ENOMEM;
-        rv = pread_all(fd, m, h->meta_len, SNAP_HEADER_SIZE);
+        rv = pread_all(log, fd, m, h->meta_len, SNAP_HEADER_SIZE);
         if (rv != 0) {
             snap_logf(log, SNAP_LOG_ERROR,
                       "snap: %s: offset %u: reading metadata: %s", path,
@@ -505,7 +562,7 @@ err_after_meta_alloc:
 /* Read and check the frame header at off. On success the frame's image
  * and stored lengths are returned and *crc is advanced over the 8 length
  * bytes (the caller continues it over the data and compares with *want). */
-static int snap_frame_header(const struct snap_log *log, int fd,
+static int snap_frame_header(const struct snap_env *log, int fd,
                              const char *path, const struct snap_hdr *h,
                              uint64_t off, uint32_t *image_len,
                              uint32_t *stored_len, int *raw, uint32_t *crc,
@@ -522,7 +579,7 @@ static int snap_frame_header(const struct snap_log *log, int fd,
                   path, off);
         return -EBADMSG;
     }
-    rv = pread_all(fd, b, sizeof(b), off);
+    rv = pread_all(log, fd, b, sizeof(b), off);
     if (rv != 0) {
         snap_logf(log, SNAP_LOG_ERROR, "snap: %s: offset %" PRIu64 ": %s",
                   path, off,
@@ -552,7 +609,7 @@ static int snap_frame_header(const struct snap_log *log, int fd,
 
 /* The cheap pass: walk every frame, checking lengths and the crc chain,
  * without decompressing. scratch must hold snap_stored_max(chunk_size). */
-static int snap_verify_frames(const struct snap_log *log, int fd,
+static int snap_verify_frames(const struct snap_env *log, int fd,
                               const char *path, const struct snap_hdr *h,
                               unsigned char *scratch)
 {
@@ -569,7 +626,7 @@ static int snap_verify_frames(const struct snap_log *log, int fd,
         if (rv != 0)
             return rv;
         if (sl > 0) {
-            rv = pread_all(fd, scratch, sl, off + SNAP_FRAME_SIZE);
+            rv = pread_all(log, fd, scratch, sl, off + SNAP_FRAME_SIZE);
             if (rv != 0) {
                 snap_logf(log, SNAP_LOG_ERROR,
                           "snap: %s: offset %" PRIu64 ": %s", path,
@@ -604,7 +661,7 @@ static int snap_verify_frames(const struct snap_log *log, int fd,
 
 /* Verify the whole file open at fd. On success *h and *meta (caller frees)
  * are returned. */
-static int snap_verify_fd(const struct snap_log *log, int fd,
+static int snap_verify_fd(const struct snap_env *log, int fd,
                           const char *path, struct snap_hdr *h,
                           unsigned char **meta)
 {
@@ -646,6 +703,7 @@ static int snap_writer_alloc(const struct snap_options *opts, uint64_t term,
         return -ENOMEM;
     w->log.cb = opts->log;
     w->log.data = opts->log_data;
+    w->log.hooks = opts->hooks;
     w->fd = -1;
     w->term = term;
     w->index = index;
@@ -717,9 +775,9 @@ int snap_writer_new(const struct snap_options *opts, uint64_t term,
         memcpy(w->meta, meta, meta_len);
     /* A zero header marks the file unfinished until commit rewrites it;
      * the meta goes in now so frames can follow it directly. */
-    rv = write_all(w->fd, zero, sizeof(zero));
+    rv = write_all(&w->log, w->fd, zero, sizeof(zero), 0);
     if (rv == 0 && meta_len > 0)
-        rv = write_all(w->fd, meta, meta_len);
+        rv = write_all(&w->log, w->fd, meta, meta_len, SNAP_HEADER_SIZE);
     if (rv != 0) {
         snap_logf(&w->log, SNAP_LOG_ERROR, "snap: write %s: offset 0: %s",
                   w->tmp_path, strerror(-rv));
@@ -730,7 +788,7 @@ int snap_writer_new(const struct snap_options *opts, uint64_t term,
     return 0;
 
 err_after_writer:
-    unlink(w->tmp_path);
+    io_unlink(&w->log, w->tmp_path);
     snap_writer_free(w);
     return rv;
 }
@@ -768,7 +826,8 @@ static int snap_writer_flush(struct snap_writer *w)
     w->crc = wal_crc32c(w->crc, w->out, 8);
     w->crc = wal_crc32c(w->crc, data, (size_t)n);
     put32(w->out + 8, w->crc);
-    rv = write_all(w->fd, w->out, SNAP_FRAME_SIZE + (size_t)n);
+    rv = write_all(&w->log, w->fd, w->out, SNAP_FRAME_SIZE + (size_t)n,
+                   w->offset);
     if (rv != 0) {
         snap_logf(&w->log, SNAP_LOG_ERROR,
                   "snap: write %s: offset %" PRIu64 ": %s", w->tmp_path,
@@ -819,7 +878,7 @@ int snap_writer_write_file(struct snap_writer *w, const void *buf, size_t len)
         return -EINVAL;
     if (w->err != 0)
         return w->err;
-    rv = write_all(w->fd, buf, len);
+    rv = write_all(&w->log, w->fd, buf, len, w->offset);
     if (rv != 0) {
         snap_logf(&w->log, SNAP_LOG_ERROR,
                   "snap: write %s: offset %" PRIu64 ": %s", w->tmp_path,
@@ -860,8 +919,8 @@ static int snap_writer_finish_image(struct snap_writer *w)
     if (w->meta_len > 0)
         crc = wal_crc32c(crc, w->meta, w->meta_len);
     put32(b + 60, crc);
-    if (pwrite(w->fd, b, sizeof(b), 0) != (ssize_t)sizeof(b)) {
-        rv = errno ? -errno : -EIO;
+    rv = write_all(&w->log, w->fd, b, sizeof(b), 0);
+    if (rv != 0) {
         snap_logf(&w->log, SNAP_LOG_ERROR, "snap: write %s: offset 0: %s",
                   w->tmp_path, strerror(-rv));
         return rv;
@@ -900,8 +959,8 @@ int snap_writer_commit(struct snap_writer *w)
                       : snap_writer_finish_image(w);
     if (rv != 0)
         goto err_after_temp;
-    if (fsync(w->fd) != 0) {
-        rv = -errno;
+    rv = io_fsync(&w->log, w->fd);
+    if (rv != 0) {
         snap_logf(&w->log, SNAP_LOG_ERROR, "snap: fsync %s: %s", w->tmp_path,
                   strerror(-rv));
         goto err_after_temp;
@@ -911,14 +970,14 @@ int snap_writer_commit(struct snap_writer *w)
         rv = -ENOMEM;
         goto err_after_temp;
     }
-    if (rename(w->tmp_path, final) != 0) {
-        rv = -errno;
+    rv = io_rename(&w->log, w->tmp_path, final);
+    if (rv != 0) {
         snap_logf(&w->log, SNAP_LOG_ERROR, "snap: rename %s to %s: %s",
                   w->tmp_path, final, strerror(-rv));
         goto err_after_temp;
     }
     /* From here the temp name is gone; errors must not unlink it. */
-    rv = fsync_dir(w->dir);
+    rv = fsync_dir(&w->log, w->dir);
     if (rv != 0) {
         /* The rename may not be durable: say so, and let the caller treat
          * the snapshot as not taken (the file itself is complete). */
@@ -931,6 +990,7 @@ int snap_writer_commit(struct snap_writer *w)
     po.max_snapshots = w->max_snapshots;
     po.log = w->log.cb;
     po.log_data = w->log.data;
+    po.hooks = w->log.hooks;
     if (snap_purge(&po) != 0)
         snap_logf(&w->log, SNAP_LOG_WARN,
                   "snap: purge of old snapshots in %s failed; will retry at "
@@ -944,7 +1004,7 @@ out:
     return rv;
 
 err_after_temp:
-    unlink(w->tmp_path);
+    io_unlink(&w->log, w->tmp_path);
     free(final);
     snap_writer_free(w);
     return rv;
@@ -954,7 +1014,7 @@ void snap_writer_abort(struct snap_writer *w)
 {
     if (w == NULL)
         return;
-    unlink(w->tmp_path);
+    io_unlink(&w->log, w->tmp_path);
     snap_writer_free(w);
 }
 
@@ -974,7 +1034,7 @@ void snap_reader_free(struct snap_reader *r)
 }
 
 /* Open and verify the file at path (borrowed for the call). */
-static int snap_reader_open_path(const struct snap_log *log, const char *path,
+static int snap_reader_open_path(const struct snap_env *log, const char *path,
                                  struct snap_reader **out)
 {
     struct snap_reader *r = calloc(1, sizeof(*r));
@@ -1019,7 +1079,7 @@ err_after_reader:
 int snap_reader_open_at(const struct snap_options *opts, uint64_t term,
                         uint64_t index, struct snap_reader **out)
 {
-    struct snap_log log = {opts->log, opts->log_data};
+    struct snap_env log = {opts->log, opts->log_data, opts->hooks};
     char *path;
     int rv;
 
@@ -1036,7 +1096,7 @@ int snap_reader_open_at(const struct snap_options *opts, uint64_t term,
 int snap_reader_open(const struct snap_options *opts,
                      struct snap_reader **out)
 {
-    struct snap_log log = {opts->log, opts->log_data};
+    struct snap_env log = {opts->log, opts->log_data, opts->hooks};
     struct snap_id *ids;
     size_t n;
     int rv;
@@ -1062,9 +1122,10 @@ int snap_reader_open(const struct snap_options *opts,
         if (rv == -EBADMSG) {
             /* Keep the evidence under a name load ignores, like etcd. A
              * failed rename is logged but does not stop the fallback. */
-            if (rename(path, broken) != 0)
+            int e = io_rename(&log, path, broken);
+            if (e != 0)
                 snap_logf(&log, SNAP_LOG_ERROR, "snap: rename %s to %s: %s",
-                          path, broken, strerror(errno));
+                          path, broken, strerror(-e));
             else
                 snap_logf(&log, SNAP_LOG_WARN,
                           "snap: %s failed verification, renamed to %s; "
@@ -1127,7 +1188,8 @@ static int snap_reader_next(struct snap_reader *r)
     if (rv != 0)
         return rv;
     if (sl > 0) {
-        rv = pread_all(r->fd, r->in, sl, r->frame_off + SNAP_FRAME_SIZE);
+        rv = pread_all(&r->log, r->fd, r->in, sl,
+                       r->frame_off + SNAP_FRAME_SIZE);
         if (rv != 0) {
             snap_logf(&r->log, SNAP_LOG_ERROR,
                       "snap: %s: offset %" PRIu64 ": %s", r->path,
@@ -1232,7 +1294,7 @@ int snap_reader_read_file(struct snap_reader *r, void *buf, size_t len,
     *nread = 0;
     if (len == 0)
         return 0;
-    rv = pread_all(r->fd, buf, len, r->file_off);
+    rv = pread_all(&r->log, r->fd, buf, len, r->file_off);
     if (rv != 0) {
         snap_logf(&r->log, SNAP_LOG_ERROR, "snap: read %s: offset %" PRIu64
                   ": %s", r->path, r->file_off,

@@ -7,6 +7,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/types.h>
 
 /* Files live in one directory (member/snap), named like etcd's:
  *   %016x-%016x.snap          (term, index in hex) a committed snapshot
@@ -39,6 +40,22 @@ enum snap_log_level {
 typedef void (*snap_log_cb)(void *data, enum snap_log_level level,
                             const char *msg);
 
+/* Storage hooks, as in wal.h: every pread, pwrite, fsync (file and
+ * directory), rename and unlink goes through these so tests can fail the
+ * Nth call or make short writes. Each returns what the syscall returns on
+ * success and a NEGATIVE ERRNO on failure (never -1 with errno). A NULL
+ * member means the real syscall; ctx is passed back unchanged. Opening
+ * and creating files (mkostemp, open) are not hooked. */
+struct snap_hooks {
+    void *ctx;
+    ssize_t (*pread)(void *ctx, int fd, void *buf, size_t n, off_t off);
+    ssize_t (*pwrite)(void *ctx, int fd, const void *buf, size_t n,
+                      off_t off);
+    int (*fsync)(void *ctx, int fd);
+    int (*rename)(void *ctx, const char *from, const char *to);
+    int (*unlink)(void *ctx, const char *path);
+};
+
 struct snap_options {
     /* Snapshot directory (member/snap). Borrowed for the call that takes
      * the options; writers and readers keep their own copy. */
@@ -52,6 +69,9 @@ struct snap_options {
     /* May be NULL: then messages are dropped (errors are still returned). */
     snap_log_cb log;
     void *log_data;
+    /* NULL: real syscalls. Borrowed; must outlive every writer and reader
+     * made with these options. */
+    const struct snap_hooks *hooks;
 };
 
 /* Fill *opts with defaults: dir NULL (caller must set it),
@@ -106,8 +126,11 @@ int snap_write_cb(void *data, const void *buf, size_t len);
 
 /* Flush the last chunk, write the end frame and the final header, fsync the
  * file, rename it to its .snap name (replacing a file of the same term and
- * index), fsync the directory, then snap_purge(). Always frees w: on
- * failure the temp file is removed and no .snap appears. A failing purge
+ * index), fsync the directory, then snap_purge(). Always frees w. On
+ * failure before the rename the temp file is removed and no .snap
+ * appears; if only the directory fsync fails, the .snap exists but its
+ * name may not survive a crash, and the error is returned so the caller
+ * does not record (in the WAL) a snapshot that may vanish. A failing purge
  * after the rename is logged, and commit still returns 0 because the
  * snapshot is durable. For a writer from snap_writer_new_file, the received
  * bytes are fully verified first (-EBADMSG if corrupt, -EINVAL if their

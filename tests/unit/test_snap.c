@@ -599,6 +599,227 @@ TEST(bad_arguments)
     free(big);
 }
 
+/* ---- fault injection through snap_hooks -------------------------------- */
+
+enum fault_op { F_NONE, F_PREAD, F_PWRITE, F_FSYNC, F_RENAME, F_UNLINK };
+
+struct fault {
+    enum fault_op op; /* which call fails */
+    int countdown;    /* fail the call when this reaches 0 (1 = first) */
+    int err;          /* negative errno to return */
+    int short_writes; /* write at most half of each pwrite */
+    int fired;
+};
+
+static int fault_hit(struct fault *f, enum fault_op op)
+{
+    if (f->op != op || f->countdown <= 0)
+        return 0;
+    if (--f->countdown > 0)
+        return 0;
+    f->fired++;
+    return 1;
+}
+
+static ssize_t h_pread(void *ctx, int fd, void *buf, size_t n, off_t off)
+{
+    ssize_t rv;
+    if (fault_hit(ctx, F_PREAD))
+        return ((struct fault *)ctx)->err;
+    rv = pread(fd, buf, n, off);
+    return rv < 0 ? -errno : rv;
+}
+
+static ssize_t h_pwrite(void *ctx, int fd, const void *buf, size_t n,
+                        off_t off)
+{
+    struct fault *f = ctx;
+    ssize_t rv;
+    if (fault_hit(f, F_PWRITE))
+        return f->err;
+    if (f->short_writes && n > 1)
+        n /= 2;
+    rv = pwrite(fd, buf, n, off);
+    return rv < 0 ? -errno : rv;
+}
+
+static int h_fsync(void *ctx, int fd)
+{
+    if (fault_hit(ctx, F_FSYNC))
+        return ((struct fault *)ctx)->err;
+    return fsync(fd) != 0 ? -errno : 0;
+}
+
+static int h_rename(void *ctx, const char *a, const char *b)
+{
+    if (fault_hit(ctx, F_RENAME))
+        return ((struct fault *)ctx)->err;
+    return rename(a, b) != 0 ? -errno : 0;
+}
+
+static int h_unlink(void *ctx, const char *p)
+{
+    if (fault_hit(ctx, F_UNLINK))
+        return ((struct fault *)ctx)->err;
+    return unlink(p) != 0 ? -errno : 0;
+}
+
+static void fixture_hook(struct fixture *f, struct snap_hooks *h,
+                         struct fault *fl)
+{
+    memset(h, 0, sizeof(*h));
+    memset(fl, 0, sizeof(*fl));
+    h->ctx = fl;
+    h->pread = h_pread;
+    h->pwrite = h_pwrite;
+    h->fsync = h_fsync;
+    h->rename = h_rename;
+    h->unlink = h_unlink;
+    f->opts.hooks = h;
+}
+
+/* Short writes are retried: the file comes out whole. */
+TEST(short_writes_retried)
+{
+    const size_t n = 100000;
+    unsigned char *img = malloc(n), *back;
+    struct fixture f;
+    struct snap_hooks h;
+    struct fault fl;
+    struct snap_reader *r;
+    size_t len;
+    ASSERT(img != NULL);
+    fill_image(img, n, 11);
+    ASSERT_OK(fixture_init(&f));
+    fixture_hook(&f, &h, &fl);
+    fl.short_writes = 1;
+    f.opts.chunk_size = 8192;
+    ASSERT_OK(save(&f, 1, 1, img, n, "m"));
+    ASSERT_OK(snap_reader_open(&f.opts, &r));
+    ASSERT_OK(load_all(r, &back, &len));
+    ASSERT_EQ(len, n);
+    ASSERT_MEM_EQ(back, img, n);
+    free(back);
+    snap_reader_free(r);
+    free(img);
+    fixture_close(&f);
+}
+
+/* Fail the Nth pwrite, fsync or rename of a save, for every N until the
+ * save succeeds: each failure is returned, and leaves neither a temp file
+ * nor a .snap; the earlier snapshot stays the one loaded. */
+TEST(every_write_failure_leaves_nothing)
+{
+    const size_t n = 60000;
+    const enum fault_op ops[] = {F_PWRITE, F_FSYNC, F_RENAME};
+    unsigned char *img = malloc(n);
+    struct fixture f;
+    struct snap_hooks h;
+    struct fault fl;
+    ASSERT(img != NULL);
+    fill_image(img, n, 13);
+    ASSERT_OK(fixture_init(&f));
+    fixture_hook(&f, &h, &fl);
+    f.opts.chunk_size = 8192;
+    ASSERT_OK(save(&f, 1, 1, "base", 4, NULL));
+    for (size_t k = 0; k < 3; k++) {
+        int nth;
+        for (nth = 1; nth < 100; nth++) {
+            struct snap_reader *r;
+            int rv;
+            fl.op = ops[k];
+            fl.countdown = nth;
+            fl.err = -ENOSPC;
+            fl.fired = 0;
+            rv = save(&f, 2, 2, img, n, "meta");
+            if (!fl.fired) {
+                ASSERT_OK(rv);
+                break;
+            }
+            ASSERT_EQ(rv, -ENOSPC);
+            ASSERT_EQ(count_files(f.dir, ".tmp."), 0);
+            if (ops[k] == F_FSYNC && nth == 2) {
+                /* The directory fsync: the file was renamed already
+                 * (dir_fsync_failure_reported); drop it and go on. */
+                char p[128];
+                snap_name(p, sizeof(p), f.dir, 2, 2, "");
+                ASSERT_OK(unlink(p));
+            }
+            ASSERT_EQ(count_files(f.dir, ".snap"), 1);
+            ASSERT_OK(snap_reader_open(&f.opts, &r));
+            ASSERT_EQ(snap_reader_index(r), 1);
+            snap_reader_free(r);
+        }
+        ASSERT_LT(nth, 100);
+        /* pwrite: header, meta, 8 frames, end, final header. */
+        if (ops[k] == F_PWRITE)
+            ASSERT_GE(nth, 10);
+        {
+            char p[128];
+            snap_name(p, sizeof(p), f.dir, 2, 2, "");
+            ASSERT_OK(unlink(p));
+        }
+    }
+    free(img);
+    fixture_close(&f);
+}
+
+/* A failed directory fsync is reported: the rename may not be durable. */
+TEST(dir_fsync_failure_reported)
+{
+    struct fixture f;
+    struct snap_hooks h;
+    struct fault fl;
+    ASSERT_OK(fixture_init(&f));
+    fixture_hook(&f, &h, &fl);
+    fl.op = F_FSYNC;
+    fl.countdown = 2; /* the file's fsync passes, the directory's fails */
+    fl.err = -EIO;
+    ASSERT_EQ(save(&f, 1, 1, "x", 1, NULL), -EIO);
+    ASSERT_EQ(fl.fired, 1);
+    ASSERT(strstr(f.log.last, "fsync dir") != NULL);
+    ASSERT_EQ(count_files(f.dir, ".tmp."), 0);
+    fixture_close(&f);
+}
+
+/* A read error while verifying is an I/O error, not corruption: the file
+ * keeps its name and there is no fallback to an older snapshot. */
+TEST(read_error_is_not_corruption)
+{
+    struct fixture f;
+    struct snap_hooks h;
+    struct fault fl;
+    struct snap_reader *r;
+    ASSERT_OK(fixture_init(&f));
+    fixture_hook(&f, &h, &fl);
+    ASSERT_OK(save(&f, 1, 1, "a", 1, NULL));
+    ASSERT_OK(save(&f, 1, 2, "b", 1, NULL));
+    for (int nth = 1; nth <= 3; nth++) {
+        fl.op = F_PREAD;
+        fl.countdown = nth;
+        fl.err = -EIO;
+        fl.fired = 0;
+        ASSERT_EQ(snap_reader_open(&f.opts, &r), -EIO);
+        ASSERT_EQ(fl.fired, 1);
+        ASSERT_EQ(count_files(f.dir, ".broken"), 0);
+    }
+    /* Purge failures are logged, not fatal to a commit. */
+    f.opts.max_snapshots = 1;
+    fl.op = F_UNLINK;
+    fl.countdown = 1;
+    fl.err = -EACCES;
+    fl.fired = 0;
+    ASSERT_OK(save(&f, 1, 3, "c", 1, NULL));
+    ASSERT_EQ(fl.fired, 1);
+    ASSERT_EQ(count_files(f.dir, ".snap"), 2);
+    ASSERT_OK(snap_purge(&f.opts));
+    ASSERT_EQ(count_files(f.dir, ".snap"), 1);
+    ASSERT_OK(snap_reader_open(&f.opts, &r));
+    ASSERT_EQ(snap_reader_index(r), 3);
+    snap_reader_free(r);
+    fixture_close(&f);
+}
+
 TEST_MAIN(TEST_ENTRY(roundtrip_empty), TEST_ENTRY(roundtrip_small),
           TEST_ENTRY(roundtrip_many_mb), TEST_ENTRY(purge_keeps_max_snapshots),
           TEST_ENTRY(torn_temp_file_ignored),
@@ -606,4 +827,8 @@ TEST_MAIN(TEST_ENTRY(roundtrip_empty), TEST_ENTRY(roundtrip_small),
           TEST_ENTRY(all_broken_is_enoent),
           TEST_ENTRY(open_at_is_exact_and_non_destructive),
           TEST_ENTRY(newer_version_refused), TEST_ENTRY(file_transfer),
-          TEST_ENTRY(changed_after_open), TEST_ENTRY(bad_arguments))
+          TEST_ENTRY(changed_after_open), TEST_ENTRY(bad_arguments),
+          TEST_ENTRY(short_writes_retried),
+          TEST_ENTRY(every_write_failure_leaves_nothing),
+          TEST_ENTRY(dir_fsync_failure_reported),
+          TEST_ENTRY(read_error_is_not_corruption))
