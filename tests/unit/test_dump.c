@@ -231,7 +231,7 @@ TEST(dump_after_snapshot)
     ASSERT_OK(build_snapshot());
     ASSERT_OK(run_dump());
     ASSERT(strncmp(out_buf, "Snapshot:\nterm=2 index=3 size=", 30) == 0);
-    ASSERT(strstr(out_buf, " image=11 file=0000000000000002-"
+    ASSERT(strstr(out_buf, "size=101 image=11 file=0000000000000002-"
                            "0000000000000003.snap meta=0102 (2 bytes)\n") !=
            NULL);
     ASSERT(strstr(out_buf, "WAL entries: 4\nlastIndex=7\n") != NULL);
