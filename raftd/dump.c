@@ -258,6 +258,34 @@ static int ro_ok_mkdir(void *ctx, const char *path, mode_t mode)
 
 /* ---- sections ----------------------------------------------------------- */
 
+static uint64_t get_le(const unsigned char *p, int n)
+{
+    uint64_t v = 0;
+    for (int i = n - 1; i >= 0; i--)
+        v = v << 8 | p[i];
+    return v;
+}
+
+/* raftd (node.c) stores its conf state as the snapshot meta: le64 index,
+ * le64 term, le32 n_voters, le64 voter ids. When the blob has exactly that
+ * shape and agrees with the file's term and index, print the voters as
+ * etcd's " nodes=[id id]"; otherwise nothing (the hex follows anyway). */
+static void put_meta_nodes(FILE *out, const unsigned char *m, size_t len,
+                           const struct wal_snapshot *snap)
+{
+    uint64_t nv;
+    if (len < 20 || get_le(m, 8) != snap->index ||
+        get_le(m + 8, 8) != snap->term)
+        return;
+    nv = get_le(m + 16, 4);
+    if (nv > 1024 || len != 20 + 8 * nv)
+        return;
+    fputs(" nodes=[", out);
+    for (uint64_t i = 0; i < nv; i++)
+        fprintf(out, "%s%" PRIx64, i ? " " : "", get_le(m + 20 + 8 * i, 8));
+    fputc(']', out);
+}
+
 /* The newest snapshot that verifies; broken ones are reported and skipped
  * (not renamed: this tool changes nothing). *snap is zero if none. */
 static int dump_snapshot(FILE *out, const char *snapdir,
@@ -297,9 +325,11 @@ static int dump_snapshot(FILE *out, const char *snapdir,
         meta = snap_reader_meta(r, &meta_len);
         fprintf(out,
                 "term=%" PRIu64 " index=%" PRIu64 " size=%" PRIu64
-                " image=%" PRIu64 " file=%s meta=",
+                " image=%" PRIu64 " file=%s",
                 snap->term, snap->index, snap_reader_file_size(r),
                 snap_reader_image_size(r), strrchr(snap_reader_path(r), '/') + 1);
+        put_meta_nodes(out, meta, meta_len, snap);
+        fputs(" meta=", out);
         for (size_t k = 0; k < meta_len && k < 64; k++)
             fprintf(out, "%02x", meta[k]);
         fprintf(out, "%s (%zu bytes)\n", meta_len > 64 ? "..." : "",

@@ -169,6 +169,7 @@ static int build_snapshot(void)
 {
     struct snap_options opts;
     struct snap_writer *w;
+    unsigned char meta[28];
     char dir[128];
     int rv;
     snprintf(dir, sizeof(dir), "%s/member/snap", data_dir);
@@ -177,7 +178,14 @@ static int build_snapshot(void)
     rv = snap_dir_init(&opts);
     if (rv != 0)
         return rv;
-    rv = snap_writer_new(&opts, 2, 3, "\x01\x02", 2, &w);
+    /* raftd's meta: le64 index 3, le64 term 2, le32 one voter, its id. */
+    memset(meta, 0, sizeof(meta));
+    meta[0] = 3;
+    meta[8] = 2;
+    meta[16] = 1;
+    for (int i = 0; i < 8; i++)
+        meta[20 + i] = (unsigned char)(0x8e9e05c52164694dull >> (8 * i));
+    rv = snap_writer_new(&opts, 2, 3, meta, sizeof(meta), &w);
     if (rv != 0)
         return rv;
     rv = snap_writer_write(w, "store image", 11);
@@ -231,9 +239,10 @@ TEST(dump_after_snapshot)
     ASSERT_OK(build_snapshot());
     ASSERT_OK(run_dump());
     ASSERT(strncmp(out_buf, "Snapshot:\nterm=2 index=3 size=", 30) == 0);
-    ASSERT(strstr(out_buf, "size=101 image=11 file=0000000000000002-"
-                           "0000000000000003.snap meta=0102 (2 bytes)\n") !=
-           NULL);
+    ASSERT(strstr(out_buf, "size=127 image=11 file=0000000000000002-"
+                           "0000000000000003.snap nodes=[8e9e05c52164694d] "
+                           "meta=03000000000000000200000000000000010000004d"
+                           "696421c5059e8e (28 bytes)\n") != NULL);
     ASSERT(strstr(out_buf, "WAL entries: 4\nlastIndex=7\n") != NULL);
     ASSERT(strstr(out_buf, entry_lines[2]) == NULL);
     for (size_t i = 3; i < 7; i++)
