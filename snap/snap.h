@@ -36,7 +36,9 @@ enum snap_log_level {
     SNAP_LOG_ERROR = 2, /* the message behind a failing return */
 };
 
-/* msg is borrowed for the duration of the call only; no trailing newline. */
+/* msg is borrowed for the duration of the call only; no trailing newline.
+ * Called on the thread that made the snap call (a uv worker thread when
+ * used as advised above), so the callback must be thread-safe. */
 typedef void (*snap_log_cb)(void *data, enum snap_log_level level,
                             const char *msg);
 
