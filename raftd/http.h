@@ -67,7 +67,9 @@ struct http_server;
  * (http_server_close). Called from the loop, never from inside an http_*
  * call made by the handler. The request stays valid afterwards: the handler
  * must still finish it (http_respond or http_stream_end), and may do so
- * inside this callback; what it writes is discarded. */
+ * inside this callback. What it writes afterwards is still sent if the
+ * socket is writable (a client that only half-closed, i.e. sent EOF, gets
+ * the answer, as from Go) and silently dropped otherwise. */
 typedef void (*http_close_cb)(struct http_request *req, int status);
 
 /* A parsed request. Every field is read-only for the handler except data.
@@ -119,9 +121,11 @@ struct http_request {
     /* 0, or -EINVAL when Go's r.ParseForm() would have returned an error;
      * form_error_msg is then err.Error() byte for byte, e.g.
      * `invalid URL escape "%zz"` or `invalid semicolon separator in query`
-     * or `mime: no media type`. etcd answers it with error 210 "Invalid
-     * POST form" and the message as "cause". Parameters that did decode
-     * are still present (as in Go). */
+     * or `mime: no media type` or `http: POST too large` (a form body over
+     * 10 MiB: body then holds its first 10 MiB, the connection closes
+     * after the answer). etcd answers it with error 210 "Invalid POST
+     * form" and the message as "cause". Parameters that did decode are
+     * still present (as in Go). */
     int form_error;
     const char *form_error_msg;  /* NULL when form_error == 0 */
 
@@ -223,7 +227,9 @@ int http_stream_end(struct http_request *req);
  * "Expect: 100-continue" is answered "HTTP/1.1 100 Continue" before the
  * body is read. */
 
-#define HTTP_DEFAULT_MAX_BODY_BYTES (10u << 20)    /* Go's ParseForm cap */
+/* Above Go's 10 MB ParseForm cap, so that a 10..16 MiB form reaches the
+ * handler with form_error "http: POST too large" as in etcd (error 210). */
+#define HTTP_DEFAULT_MAX_BODY_BYTES (16u << 20)
 #define HTTP_DEFAULT_MAX_HEADER_BYTES (64u << 10)
 #define HTTP_DEFAULT_MAX_OUTPUT_BYTES (4u << 20)
 

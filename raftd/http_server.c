@@ -97,7 +97,8 @@ struct conn {
         closing : 1, handle_closed : 1, close_after : 1, rd_eof : 1,
         reading : 1, writing : 1, notify_pending : 1, notified : 1,
         began : 1, chunked : 1, nobody : 1, lingering : 1, in_process : 1,
-        nosock : 1, keep_alive : 1, shut : 1;
+        nosock : 1, keep_alive : 1, shut : 1, is_form : 1,
+        form_too_large : 1;
     char remote_addr[64];
     char form_err[HTTP_ERR_MSG_MAX];
 };
@@ -176,6 +177,8 @@ static int on_message_begin(http_parser *p)
     c->cur = CUR_NONE;
     c->err_status = 0;
     c->err_body = NULL;
+    c->is_form = 0;
+    c->form_too_large = 0;
     return 0;
 }
 
@@ -252,6 +255,12 @@ static const struct str_off *find_header_off(const struct conn *c,
     return first;
 }
 
+static int method_has_form(const char *m)
+{
+    return strcmp(m, "POST") == 0 || strcmp(m, "PUT") == 0 ||
+           strcmp(m, "PATCH") == 0;
+}
+
 static int on_headers_complete(http_parser *p)
 {
     struct conn *c = p->data;
@@ -306,6 +315,15 @@ static int on_headers_complete(http_parser *p)
         if (http_buf_append(&c->out, cont, sizeof(cont) - 1) != 0)
             return -1;
     }
+    if (method_has_form(http_method_str((enum http_method)p->method))) {
+        const struct str_off *ct = find_header_off(c, "Content-Type", NULL);
+        char mt[64];
+        if (ct != NULL) {
+            http_media_type(c->arena.p + ct->val_off, ct->val_len, mt,
+                            sizeof(mt));
+            c->is_form = strcmp(mt, "application/x-www-form-urlencoded") == 0;
+        }
+    }
     c->body_off = c->arena.len;
     return 0;
 }
@@ -313,11 +331,22 @@ static int on_headers_complete(http_parser *p)
 static int on_body(http_parser *p, const char *at, size_t len)
 {
     struct conn *c = p->data;
-    c->body_len += len;
-    if (c->body_len > c->srv->cfg.max_body_bytes) {
+    if (c->body_len + len > c->srv->cfg.max_body_bytes) {
         c->err_status = 413;
         return -1;
     }
+    if (c->is_form && c->body_len + len > GO_MAX_FORM_SIZE) {
+        /* Go's ParseForm reads 10 MB + 1 and fails with "http: POST too
+         * large"; etcd answers that as error 210. Keep 10 MB, drop the
+         * rest, and let the handler see the form error. */
+        c->form_too_large = 1;
+        size_t keep = c->body_len < GO_MAX_FORM_SIZE
+                          ? GO_MAX_FORM_SIZE - c->body_len
+                          : 0;
+        c->body_len += keep;
+        return keep ? arena_add(c, at, keep) : 0;
+    }
+    c->body_len += len;
     return arena_add(c, at, len);
 }
 
@@ -356,12 +385,6 @@ static int arena_copy(struct conn *c, size_t off, size_t len, size_t *out)
     *out = c->arena.len;
     c->arena.len += len + 1;
     return 0;
-}
-
-static int method_has_form(const char *m)
-{
-    return strcmp(m, "POST") == 0 || strcmp(m, "PUT") == 0 ||
-           strcmp(m, "PATCH") == 0;
 }
 
 /* Builds c->req from the arena. Returns 0, -EINVAL (Go would answer 400)
@@ -418,7 +441,9 @@ static int finalize_request(struct conn *c)
             const char *merr = http_media_type(c->arena.p + ct->val_off,
                                                ct->val_len, mt, sizeof(mt));
             if (strcmp(mt, "application/x-www-form-urlencoded") == 0) {
-                if (c->body_len > GO_MAX_FORM_SIZE) {
+                if (c->form_too_large) {
+                    /* Go answers and closes without reading the rest. */
+                    c->keep_alive = 0;
                     strcpy(c->form_err, "http: POST too large");
                     form_error = -EINVAL;
                     merr = NULL;
@@ -769,7 +794,7 @@ int http_respond(struct http_request *req, int status, const void *body,
 {
     struct conn *c = CONTAINER_OF(req, struct conn, req);
     int rv = 0;
-    if (c->closing || c->notified) {
+    if (c->closing) {
         rv = -ECONNRESET;
     } else if (c->began) {
         rv = -EINVAL;
@@ -791,7 +816,7 @@ int http_stream_begin(struct http_request *req, int status)
     struct conn *c = CONTAINER_OF(req, struct conn, req);
     if (c->began)
         return -EINVAL;
-    if (c->closing || c->notified)
+    if (c->closing)
         return -ECONNRESET;
     int rv = write_head(c, status, 1, 0);
     if (rv != 0)
@@ -805,7 +830,7 @@ int http_stream_begin(struct http_request *req, int status)
 int http_stream_write(struct http_request *req, const void *buf, size_t len)
 {
     struct conn *c = CONTAINER_OF(req, struct conn, req);
-    if (c->closing || c->notified)
+    if (c->closing)
         return -ECONNRESET;
     if (!c->began)
         return -EINVAL;
@@ -839,7 +864,7 @@ int http_stream_end(struct http_request *req)
 {
     struct conn *c = CONTAINER_OF(req, struct conn, req);
     int rv = 0;
-    if (c->closing || c->notified) {
+    if (c->closing) {
         rv = -ECONNRESET;
     } else if (!c->began) {
         /* Never begun (its begin failed): the connection state is

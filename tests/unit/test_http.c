@@ -747,6 +747,96 @@ TEST(many_parked_connections)
     ASSERT_OK(fx_stop(&f));
 }
 
+TEST(half_close_still_answers)
+{
+    struct fx f;
+    struct cli c;
+    char r[8192];
+    ASSERT_OK(fx_start(&f, NULL));
+    /* Pipelined requests then EOF: every answer, then the close. */
+    ASSERT_OK(cli_open(&c, f.port));
+    ASSERT_OK(cli_sends(&c, "GET /hello HTTP/1.1\r\nHost: x\r\n\r\n"
+                            "GET /echo HTTP/1.1\r\nHost: x\r\n\r\n"));
+    ASSERT_OK(shutdown(c.fd, SHUT_WR));
+    ASSERT_GT(cli_response(&c, r, sizeof(r)), 0);
+    ASSERT(strstr(r, "hello\n") != NULL);
+    ASSERT_GT(cli_response(&c, r, sizeof(r)), 0);
+    ASSERT(strstr(r, "method=GET\n") != NULL);
+    ASSERT(cli_wait_eof(&c));
+    cli_close(&c);
+    /* EOF during a long poll: the close callback runs, and what the handler
+     * answers from it still reaches the half-closed client. */
+    ASSERT_OK(cli_open(&c, f.port));
+    ASSERT_OK(cli_sends(&c, "GET /park HTTP/1.1\r\nHost: x\r\n\r\n"));
+    ASSERT(fx_wait(&f, &f.parked, 1));
+    ASSERT_OK(shutdown(c.fd, SHUT_WR));
+    ASSERT(fx_wait(&f, &f.close_calls, 1));
+    ASSERT_EQ(fx_get(&f, &f.close_status), -ECONNRESET);
+    ASSERT_GT(cli_response(&c, r, sizeof(r)), 0);
+    ASSERT(strncmp(r, "HTTP/1.1 500 Internal Server Error\r\n", 36) == 0);
+    ASSERT(strstr(r, "Connection: close\r\n") != NULL);
+    ASSERT(cli_wait_eof(&c));
+    cli_close(&c);
+    ASSERT_OK(fx_stop(&f));
+}
+
+TEST(idle_timeout_spares_parked)
+{
+    struct fx f;
+    struct cli idle, parked;
+    struct http_server_config cfg = {.idle_timeout_ms = 100};
+    ASSERT_OK(fx_start(&f, &cfg));
+    ASSERT_OK(cli_open(&idle, f.port));
+    ASSERT_OK(cli_open(&parked, f.port));
+    ASSERT_OK(cli_sends(&parked, "GET /park HTTP/1.1\r\nHost: x\r\n\r\n"));
+    ASSERT(fx_wait(&f, &f.parked, 1));
+    uint64_t t0 = now_ms();
+    ASSERT(cli_wait_eof(&idle));
+    ASSERT_GE(now_ms() - t0, 50);
+    /* The parked request outlives several idle periods. */
+    ASSERT_EQ(cli_fill(&parked, 300), -1);
+    ASSERT_EQ(fx_get(&f, &f.close_calls), 0);
+    fx_release(&f);
+    char r[4096];
+    ASSERT_GT(cli_response(&parked, r, sizeof(r)), 0);
+    ASSERT(strstr(r, "released") != NULL);
+    /* Idle again after its answer: closed in turn. */
+    ASSERT(cli_wait_eof(&parked));
+    cli_close(&idle);
+    cli_close(&parked);
+    ASSERT_OK(fx_stop(&f));
+}
+
+TEST(form_over_10mb_is_go_error)
+{
+    struct fx f;
+    struct cli c;
+    char r[8192];
+    ASSERT_OK(fx_start(&f, NULL));
+    ASSERT_OK(cli_open(&c, f.port));
+    size_t n = (10u << 20) + 100;
+    char *body = malloc(n);
+    ASSERT(body != NULL);
+    memcpy(body, "value=", 6);
+    memset(body + 6, 'a', n - 6);
+    char hdr[256];
+    snprintf(hdr, sizeof(hdr),
+             "PUT /echo HTTP/1.1\r\nHost: x\r\nContent-Type: application/"
+             "x-www-form-urlencoded\r\nContent-Length: %zu\r\n\r\n", n);
+    ASSERT_OK(cli_sends(&c, hdr));
+    int sent = cli_send(&c, body, n);
+    free(body);
+    ASSERT_OK(sent);
+    ASSERT_GT(cli_response(&c, r, sizeof(r)), 0);
+    ASSERT(strstr(r, "Connection: close\r\n") != NULL);
+    ASSERT(strstr(r, "form_error=http: POST too large\n") != NULL);
+    ASSERT(strstr(r, "post=0 query=0\nform_error=http: POST too large\n"
+                     "body=10485760\n") != NULL);
+    ASSERT(cli_wait_eof(&c));
+    cli_close(&c);
+    ASSERT_OK(fx_stop(&f));
+}
+
 /* ---- socket-less checks ------------------------------------------------------ */
 
 struct capture {
@@ -907,6 +997,9 @@ TEST_MAIN(TEST_ENTRY(simple_request_go_format), TEST_ENTRY(keep_alive_and_http10
           TEST_ENTRY(client_disconnect_calls_close_cb),
           TEST_ENTRY(slow_reader_stream_is_cut),
           TEST_ENTRY(shutdown_cancels_parked_requests),
-          TEST_ENTRY(many_parked_connections), TEST_ENTRY(go_decoding_rules),
+          TEST_ENTRY(many_parked_connections),
+          TEST_ENTRY(half_close_still_answers),
+          TEST_ENTRY(idle_timeout_spares_parked),
+          TEST_ENTRY(form_over_10mb_is_go_error), TEST_ENTRY(go_decoding_rules),
           TEST_ENTRY(go_quote_and_helpers), TEST_ENTRY(url_parse),
           TEST_ENTRY(listen_ipv6_and_localhost))
