@@ -1006,6 +1006,27 @@ static void on_write(uv_write_t *req, int status)
         schedule_ready(c);
 }
 
+/* A parked long poll (headers sent, output drained) keeps only the
+ * connection and the request's arena: the parse and response scratch
+ * buffers are released, so 10k parked watchers stay cheap. */
+static void trim_if_parked(struct conn *c)
+{
+    if (!c->busy || !c->began || c->writing || c->out.len > 0)
+        return;
+    http_buf_free(&c->out);
+    http_buf_free(&c->wbuf);
+    http_buf_free(&c->rh);
+    free(c->rhs);
+    c->rhs = NULL;
+    c->nrh = c->rhcap = 0;
+    free(c->hoffs);
+    c->hoffs = NULL;
+    c->nh = c->hcap = 0;
+    http_param_vec_free(&c->params);
+    if (c->in.len == 0)
+        http_buf_free(&c->in);
+}
+
 static void conn_flush(struct conn *c)
 {
     if (c->closing) {
@@ -1025,6 +1046,7 @@ static void conn_flush(struct conn *c)
     if (c->out.len == 0) {
         if (c->close_after && !c->busy)
             begin_shutdown(c);
+        trim_if_parked(c);
         return;
     }
     uv_buf_t b = uv_buf_init(c->out.p, (unsigned)c->out.len);
@@ -1035,6 +1057,7 @@ static void conn_flush(struct conn *c)
             http_buf_free(&c->out);
         if (c->close_after && !c->busy)
             begin_shutdown(c);
+        trim_if_parked(c);
         return;
     }
     if (n < 0 && n != UV_EAGAIN && n != UV_ENOSYS) {

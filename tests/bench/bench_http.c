@@ -1,9 +1,12 @@
 /* A trivial etcd-like handler on the HTTP server, for load generators:
  *   bench_http [port] [seconds]   then e.g. wrk -t2 -c64 -d5s http://127.0.0.1:port/
- * Serves until the time is up (default 10 s), then closes cleanly and
- * prints the number of requests served. */
+ * Paths starting with /park are parked like long-poll watches (answered
+ * only when the client leaves or the server stops), to measure the cost
+ * of many parked connections. Serves until the time is up (default 10 s),
+ * then closes cleanly and prints the number of requests served. */
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "http.h"
 
@@ -13,9 +16,21 @@ struct bench {
     unsigned long served;
 };
 
+static void on_park_close(struct http_request *req, int status)
+{
+    (void)status;
+    http_stream_end(req);
+}
+
 static void handler(struct http_request *req)
 {
     struct bench *b = req->server_data;
+    if (strncmp(req->path, "/park", 5) == 0) {
+        http_request_set_close_cb(req, on_park_close);
+        http_response_add_header(req, "Content-Type", "application/json");
+        http_stream_begin(req, 200);
+        return;
+    }
     static const char body[] =
         "{\"action\":\"get\",\"node\":{\"key\":\"/foo\",\"value\":\"bar\","
         "\"modifiedIndex\":4,\"createdIndex\":4}}\n";
