@@ -185,6 +185,10 @@ TEST(roundtrip_empty)
     size_t n, mlen;
     const void *meta;
     ASSERT_OK(fixture_init(&f));
+    /* etcd's --max-snapshots default, and the documented chunk size. */
+    ASSERT_EQ(f.opts.max_snapshots, 5);
+    ASSERT_EQ(f.opts.chunk_size, 1u << 20);
+    ASSERT(f.opts.hooks == NULL && f.opts.log != NULL);
     ASSERT_OK(save(&f, 1, 1, NULL, 0, NULL));
     ASSERT_OK(snap_reader_open(&f.opts, &r));
     ASSERT_EQ(snap_reader_term(r), 1);
