@@ -1,0 +1,393 @@
+# Black-box test harness: starts raftd or real etcd on free loopback ports,
+# talks HTTP/1.1 to it (keep-alive, raw bytes kept for exact comparison) and
+# tears everything down. Shared by every tests/pytest/test_*.py.
+import errno
+import http.client
+import json
+import os
+import random
+import resource
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+import urllib.parse
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+ETCD_BIN = os.environ.get("ETCFS_ETCD", shutil.which("etcd") or "/usr/bin/etcd")
+START_TIMEOUT = float(os.environ.get("ETCFS_START_TIMEOUT", "30"))
+
+
+def target():
+    """Which server the suite tests: 'raftd' (default) or 'etcd'."""
+    return os.environ.get("ETCFS_TARGET", "raftd")
+
+
+def raftd_bin():
+    build = os.environ.get("ETCFS_BUILD", os.path.join(REPO, "build", "san"))
+    if not os.path.isabs(build):
+        build = os.path.join(REPO, build)
+    return os.path.join(build, "raftd", "raftd")
+
+
+def etcd_available():
+    return os.path.isfile(ETCD_BIN) and os.access(ETCD_BIN, os.X_OK)
+
+
+def deadline_poll(cond, timeout, interval=0.02, what="condition"):
+    """Call cond() until it returns a truthy value or timeout expires."""
+    end = time.monotonic() + timeout
+    while True:
+        v = cond()
+        if v:
+            return v
+        if time.monotonic() >= end:
+            raise AssertionError("timed out after %.1fs waiting for %s" % (timeout, what))
+        time.sleep(interval)
+
+
+# Ports: random picks in 20000-32000 (below Linux's ephemeral range, so an
+# outgoing connection cannot be holding them), checked by binding, and the
+# server start is retried with new ports if it still loses a race.
+_rng = random.SystemRandom()
+
+
+def free_port():
+    for _ in range(200):
+        port = _rng.randint(20000, 32000)
+        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            continue
+        finally:
+            s.close()
+        return port
+    raise RuntimeError("no free loopback port found")
+
+
+def _raise_nofile():
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
+SANITIZER_MARKERS = (b"ERROR: AddressSanitizer", b"ERROR: LeakSanitizer",
+                     b"runtime error:", b"SUMMARY: UndefinedBehaviorSanitizer")
+
+
+class Server:
+    """One single-member cluster of `kind` ('raftd' or 'etcd')."""
+
+    def __init__(self, kind, data_dir=None, name="default", extra_args=()):
+        self.kind = kind
+        self.name = name
+        self.extra_args = list(extra_args)
+        self.tmp = tempfile.mkdtemp(prefix="etcfs-bb-%s-" % kind)
+        self.data_dir = data_dir or os.path.join(self.tmp, "data")
+        self.log_path = os.path.join(self.tmp, "stderr.log")
+        self.proc = None
+        self.client_port = None
+        self.peer_port = None
+        self.logs = b""          # stderr of earlier incarnations
+        self.start_seconds = None
+
+    @property
+    def url(self):
+        return "http://127.0.0.1:%d" % self.client_port
+
+    def argv(self):
+        c, p = self.client_port, self.peer_port
+        if self.kind == "etcd":
+            argv = [ETCD_BIN, "--enable-v2=true"]
+        else:
+            argv = [raftd_bin()]
+        argv += ["--name", self.name, "--data-dir", self.data_dir,
+                 "--listen-client-urls", "http://127.0.0.1:%d" % c,
+                 "--advertise-client-urls", "http://127.0.0.1:%d" % c,
+                 "--listen-peer-urls", "http://127.0.0.1:%d" % p,
+                 "--initial-advertise-peer-urls", "http://127.0.0.1:%d" % p,
+                 "--initial-cluster", "%s=http://127.0.0.1:%d" % (self.name, p)]
+        return argv + self.extra_args
+
+    def start(self, timeout=START_TIMEOUT, keep_ports=False):
+        """Start and wait until GET /v2/keys/ answers 200. Returns seconds taken."""
+        last = None
+        for attempt in range(4):
+            if not keep_ports or self.client_port is None:
+                self.client_port, self.peer_port = free_port(), free_port()
+                while self.peer_port == self.client_port:
+                    self.peer_port = free_port()
+            env = dict(os.environ)
+            env.setdefault("ASAN_OPTIONS", "detect_leaks=1:abort_on_error=1")
+            env.setdefault("UBSAN_OPTIONS", "print_stacktrace=1:halt_on_error=1")
+            if self.kind == "etcd":
+                env.pop("ETCD_NAME", None)
+            log = open(self.log_path, "ab")
+            t0 = time.monotonic()
+            self.proc = subprocess.Popen(self.argv(), stdout=log, stderr=log,
+                                         stdin=subprocess.DEVNULL, env=env,
+                                         preexec_fn=_raise_nofile)
+            log.close()
+            try:
+                self._wait_ready(timeout)
+                self.start_seconds = time.monotonic() - t0
+                return self.start_seconds
+            except _PortTaken as e:
+                last = e
+                self._reap()
+                if keep_ports:
+                    time.sleep(0.2)
+                continue
+        raise AssertionError("could not start %s: %s" % (self.kind, last))
+
+    def _wait_ready(self, timeout):
+        end = time.monotonic() + timeout
+        while True:
+            if self.proc.poll() is not None:
+                text = self.stderr_text()
+                if "address already in use" in text.lower():
+                    raise _PortTaken(text[-300:])
+                raise AssertionError("%s exited with %s before serving:\n%s"
+                                     % (self.kind, self.proc.returncode, text[-3000:]))
+            try:
+                c = http.client.HTTPConnection("127.0.0.1", self.client_port, timeout=2)
+                c.request("GET", "/v2/keys/")
+                r = c.getresponse()
+                r.read()
+                c.close()
+                if r.status == 200:
+                    return
+            except (OSError, http.client.HTTPException):
+                pass
+            if time.monotonic() > end:
+                raise AssertionError("%s not serving after %.0fs:\n%s"
+                                     % (self.kind, timeout, self.stderr_text()[-3000:]))
+            time.sleep(0.02)
+
+    def stderr_text(self):
+        try:
+            with open(self.log_path, "rb") as f:
+                return f.read().decode("utf-8", "replace")
+        except OSError:
+            return ""
+
+    def _reap(self):
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+        if self.proc is not None:
+            self.proc.wait()
+
+    def kill9(self):
+        """SIGKILL: a crash, no chance to flush anything."""
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait()
+
+    def stop(self, timeout=20):
+        """SIGTERM, wait; SIGKILL if it does not exit. Returns exit code."""
+        if self.proc is None or self.proc.poll() is not None:
+            return None if self.proc is None else self.proc.returncode
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        return self.proc.returncode
+
+    def sanitizer_report(self):
+        """The first sanitizer report in stderr, or None."""
+        text = self.stderr_text().encode()
+        for m in SANITIZER_MARKERS:
+            i = text.find(m)
+            if i >= 0:
+                return text[max(0, i - 200):i + 4000].decode("utf-8", "replace")
+        return None
+
+    def cleanup(self):
+        try:
+            self.stop()
+        finally:
+            shutil.rmtree(self.tmp, ignore_errors=True)
+
+    def client(self, timeout=10):
+        return Client("127.0.0.1", self.client_port, timeout)
+
+
+class _PortTaken(Exception):
+    pass
+
+
+class Response:
+    def __init__(self, status, reason, headers, body):
+        self.status = status
+        self.reason = reason
+        self.headers = headers          # http.client.HTTPMessage
+        self.body = body                # bytes, exactly as sent
+
+    def json(self):
+        return json.loads(self.body.decode("utf-8"))
+
+    def header(self, name):
+        return self.headers.get(name)
+
+    @property
+    def etcd_index(self):
+        return int(self.headers["X-Etcd-Index"])
+
+    def __repr__(self):
+        return "<%d %r>" % (self.status, self.body[:300])
+
+
+def enc(params):
+    """Form/query encoding; values may be str or (for raw tests) bytes."""
+    return urllib.parse.urlencode(params)
+
+
+class Client:
+    """Keep-alive HTTP/1.1 client that returns raw bodies."""
+
+    def __init__(self, host, port, timeout=10):
+        self.host, self.port, self.timeout = host, port, timeout
+        self.conn = None
+
+    def close(self):
+        if self.conn is not None:
+            self.conn.close()
+            self.conn = None
+
+    def request(self, method, path, query=None, form=None, body=None,
+                headers=None, timeout=None):
+        if query:
+            path = path + ("&" if "?" in path else "?") + (
+                query if isinstance(query, str) else enc(query))
+        hdrs = dict(headers or {})
+        if form is not None:
+            body = form if isinstance(form, (str, bytes)) else enc(form)
+            hdrs.setdefault("Content-Type", "application/x-www-form-urlencoded")
+        if isinstance(body, str):
+            body = body.encode()
+        for attempt in (0, 1):
+            fresh = self.conn is None
+            if fresh:
+                self.conn = http.client.HTTPConnection(self.host, self.port,
+                                                       timeout=timeout or self.timeout)
+            elif timeout is not None:
+                self.conn.timeout = timeout
+                if self.conn.sock is not None:
+                    self.conn.sock.settimeout(timeout)
+            try:
+                self.conn.request(method, path, body=body, headers=hdrs)
+                r = self.conn.getresponse()
+                data = r.read()
+            except (http.client.RemoteDisconnected, BrokenPipeError,
+                    ConnectionResetError) as e:
+                self.close()
+                if fresh or attempt:
+                    raise
+                continue  # stale keep-alive connection: retry once
+            except Exception:
+                self.close()
+                raise
+            if timeout is not None and self.conn is not None:
+                self.conn.timeout = self.timeout
+                if self.conn.sock is not None:
+                    self.conn.sock.settimeout(self.timeout)
+            if r.will_close:
+                self.close()
+            return Response(r.status, r.reason, r.headers, data)
+
+    # v2 keys shortcuts
+    def get(self, key, **q):
+        return self.request("GET", "/v2/keys" + urllib.parse.quote(key, safe="/"), query=_q(q))
+
+    def put(self, key, query=None, **form):
+        return self.request("PUT", "/v2/keys" + urllib.parse.quote(key, safe="/"), query=query, form=_q(form))
+
+    def post(self, key, query=None, **form):
+        return self.request("POST", "/v2/keys" + urllib.parse.quote(key, safe="/"), query=query, form=_q(form))
+
+    def delete(self, key, **q):
+        return self.request("DELETE", "/v2/keys" + urllib.parse.quote(key, safe="/"), query=_q(q))
+
+
+def _q(d):
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, bool):
+            v = "true" if v else "false"
+        out[k] = str(v) if not isinstance(v, bytes) else v
+    return out
+
+
+def go_json(obj):
+    """Encode like Go's encoding/json (json.Encoder adds the newline):
+    compact, UTF-8 kept raw, <>& and U+2028/9 escaped, and control
+    characters other than \\n \\r \\t as \\u00XX (Go 1.19)."""
+    s = json.dumps(obj, separators=(",", ":"), ensure_ascii=False)
+    s = (s.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
+         .replace("\u2028", "\\u2028").replace("\u2029", "\\u2029")
+         .replace("\\b", "\\u0008").replace("\\f", "\\u000c"))
+    return (s + "\n").encode("utf-8")
+
+
+def err_body(code, message, cause, index):
+    return go_json({"errorCode": code, "message": message, "cause": cause,
+                    "index": index})
+
+
+def raw_exchange(port, data, timeout=5.0, half_close=False):
+    """Send raw bytes on a fresh connection; return everything read until the
+    server closes, the timeout passes, or one complete response arrived."""
+    s = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+    try:
+        s.sendall(data)
+        if half_close:
+            s.shutdown(socket.SHUT_WR)
+        buf = b""
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            try:
+                chunk = s.recv(65536)
+            except socket.timeout:
+                break
+            except ConnectionResetError:
+                break
+            if not chunk:
+                break
+            buf += chunk
+            if _complete(buf):
+                break
+        return buf
+    finally:
+        s.close()
+
+
+def _complete(buf):
+    i = buf.find(b"\r\n\r\n")
+    if i < 0:
+        return False
+    head = buf[:i].lower()
+    for line in head.split(b"\r\n"):
+        if line.startswith(b"content-length:"):
+            return len(buf) - i - 4 >= int(line.split(b":")[1])
+    if b"transfer-encoding: chunked" in head:
+        return buf.endswith(b"0\r\n\r\n")
+    return False
+
+
+def status_of(raw):
+    """Status code of a raw response, or None."""
+    if not raw.startswith(b"HTTP/1."):
+        return None
+    try:
+        return int(raw.split(b" ", 2)[1])
+    except (IndexError, ValueError):
+        return None
+
+
+def body_of(raw):
+    i = raw.find(b"\r\n\r\n")
+    return raw[i + 4:] if i >= 0 else b""
