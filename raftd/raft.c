@@ -1643,9 +1643,15 @@ int raft_step(struct raft *r, const struct raft_message *m)
             /* A deposed leader learns our term and steps down. */
             return send_simple(r, RAFT_MSG_APPEND_RESP, m->from);
         }
-        if (m->type == RAFT_MSG_PRE_VOTE) {
-            struct raft_message resp = {.type = RAFT_MSG_PRE_VOTE_RESP,
-                                        .to = m->from, .reject = true};
+        if (m->type == RAFT_MSG_PRE_VOTE || m->type == RAFT_MSG_VOTE) {
+            /* Rejecting with our term (the Raft paper; etcd ignores stale
+             * votes) lets a candidate stuck in a lower term catch up: a
+             * voter with a stale configuration may never send it anything
+             * else, and the two could keep campaigning past each other. */
+            struct raft_message resp = {
+                .type = m->type == RAFT_MSG_VOTE ? RAFT_MSG_VOTE_RESP
+                                                 : RAFT_MSG_PRE_VOTE_RESP,
+                .to = m->from, .reject = true};
             return send_msg(r, &resp);
         }
         return 0;

@@ -64,13 +64,17 @@
  * metadata. After saving a snapshot of the store at applied index i (with
  * meta from raft_snapshot_meta()), the node loop calls raft_compact(r, i);
  * the core then offers snapshot i to followers that need entries older
- * than its in-memory log. An outgoing
- * RAFT_MSG_SNAPSHOT tells the node loop to stream its snapshot at
- * m.snapshot.index to m.to, then deliver the message itself (after the
- * data) and report success or failure with raft_report_snapshot(). On the
- * receiver, the node loop keeps the streamed data and steps the message;
- * if the next ready has has_snapshot with that index, the snapshot is
- * accepted; otherwise the data may be dropped.
+ * than its in-memory log. An outgoing RAFT_MSG_SNAPSHOT tells the node
+ * loop to stream its snapshot at m.snapshot.index to m.to, then deliver
+ * the message itself (after the data) and report success or failure with
+ * raft_report_snapshot(). If that file is gone because a newer snapshot
+ * was saved meanwhile, stream the newer one and REPLACE m.snapshot with
+ * the newer file's meta: data and meta must always describe the same
+ * index, or the receiver would apply entries twice. On the receiver, the
+ * node loop keeps the streamed data and steps the message; if a later
+ * ready has has_snapshot with that index, load the store from it and
+ * record it durably (snapshot file + WAL marker) before acknowledging;
+ * otherwise the data may be dropped.
  */
 
 typedef uint64_t raft_id;   /* node id; 0 means none */

@@ -845,7 +845,11 @@ static void converge(struct sim *s)
             node_take_ready(s, &s->nodes[i]);
             while (s->nodes[i].npend > 0)
                 node_persist(s, &s->nodes[i]);
-            if (raft_role(s->nodes[i].r) == RAFT_LEADER)
+            /* A removed or cut-off member may still think it leads an
+             * older term: the live leader has the highest term. */
+            if (raft_role(s->nodes[i].r) == RAFT_LEADER &&
+                (lead == NULL || raft_current_term(s->nodes[i].r) >
+                                     raft_current_term(lead->r)))
                 lead = &s->nodes[i];
         }
         check_nodes(s);
