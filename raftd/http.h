@@ -219,6 +219,7 @@ int http_stream_end(struct http_request *req);
  * connection is closed after it; other connections are unaffected):
  *   malformed request               400 Bad Request
  *   HTTP/1.1 without Host           400 Bad Request: missing required Host header
+ *   more than one Host header       400 Bad Request
  *   request line + headers too big  431 Request Header Fields Too Large
  *   body larger than max_body_bytes 413 Request Entity Too Large (sent before
  *                                   reading the body when Content-Length

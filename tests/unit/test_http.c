@@ -916,6 +916,54 @@ TEST(go_decoding_rules)
                   "path=/|k=z|n=1|err=-");
 }
 
+static int raw_answer(const char *raw, const char *want_prefix)
+{
+    struct capture cp;
+    struct http_server_config cfg = {.handler = cap_handler, .data = &cp};
+    struct http_buf out = {0};
+    http_parse_for_test(&cfg, raw, strlen(raw), &out);
+    int ok = out.len >= strlen(want_prefix) &&
+             memcmp(out.p, want_prefix, strlen(want_prefix)) == 0;
+    if (!ok)
+        fprintf(stderr, "got: %.*s\n", (int)out.len, out.p);
+    http_buf_free(&out);
+    return ok;
+}
+
+TEST(go_error_answers)
+{
+    ASSERT(raw_answer("GET / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip"
+                      "\r\n\r\n",
+                      "HTTP/1.1 501 Not Implemented\r\nContent-Type: text/plain;"
+                      " charset=utf-8\r\nConnection: close\r\n\r\n"
+                      "Unsupported transfer encoding"));
+    ASSERT(raw_answer("GET / HTTP/1.1\r\nHost: x\r\nHost: y\r\n\r\n",
+                      "HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain; "
+                      "charset=utf-8\r\nConnection: close\r\n\r\n"
+                      "400 Bad Request"));
+    ASSERT(raw_answer("GET /a b HTTP/1.1\r\nHost: x\r\n\r\n",
+                      "HTTP/1.1 400 Bad Request\r\n"));
+    ASSERT(raw_answer("CONNECT h:1 HTTP/1.1\r\nHost: x\r\n\r\n",
+                      "HTTP/1.1 400 Bad Request\r\n"));
+    ASSERT(raw_answer("GET / HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\n"
+                      "Content-Length: 2\r\n\r\nab",
+                      "HTTP/1.1 400 Bad Request\r\n"));
+    /* Two requests in one buffer, then a broken one: two answers, then
+     * the 400, in order. */
+    struct capture cp;
+    struct http_server_config cfg = {.handler = cap_handler, .data = &cp};
+    struct http_buf out = {0};
+    const char *raw = "GET /1 HTTP/1.1\r\nHost: x\r\n\r\n"
+                      "GET /2 HTTP/1.1\r\nHost: x\r\n\r\nBROKEN\r\n\r\n";
+    ASSERT_EQ(http_parse_for_test(&cfg, raw, strlen(raw), &out), 2);
+    ASSERT(http_buf_append(&out, "", 1) == 0);
+    char *first = strstr(out.p, "HTTP/1.1 200 OK");
+    char *second = first ? strstr(first + 1, "HTTP/1.1 200 OK") : NULL;
+    char *bad = second ? strstr(second, "HTTP/1.1 400 Bad Request") : NULL;
+    http_buf_free(&out);
+    ASSERT(bad != NULL);
+}
+
 TEST(go_quote_and_helpers)
 {
     char b[HTTP_ERR_MSG_MAX];
@@ -1001,5 +1049,6 @@ TEST_MAIN(TEST_ENTRY(simple_request_go_format), TEST_ENTRY(keep_alive_and_http10
           TEST_ENTRY(half_close_still_answers),
           TEST_ENTRY(idle_timeout_spares_parked),
           TEST_ENTRY(form_over_10mb_is_go_error), TEST_ENTRY(go_decoding_rules),
+          TEST_ENTRY(go_error_answers),
           TEST_ENTRY(go_quote_and_helpers), TEST_ENTRY(url_parse),
           TEST_ENTRY(listen_ipv6_and_localhost))
