@@ -6,6 +6,7 @@
 #include "test.h"
 
 #include <errno.h>
+#include <stdbool.h>
 
 /* What a node loop would have on disk, plus what it applied. */
 struct disk {
@@ -408,10 +409,330 @@ TEST(bad_input)
     raft_free(r);
 }
 
+
+/* ------------------------------------------------------------------ */
+/* A small synchronous cluster: every batch is persisted at once and all
+ * messages are delivered in order, except to or from isolated members. */
+
+#define CN 3
+
+struct cnode {
+    struct raft *r;
+    struct disk d;
+    bool isolated;
+    raft_index snap_index; /* "snapshot file" the node loop holds */
+    unsigned n_vote_resp_after, n_vote_resp_now, n_app_now;
+    uint64_t read_ctx;
+    raft_index read_index;
+};
+
+struct cluster {
+    struct cnode n[CN];
+    struct raft_message q[4096];
+    size_t nq;
+    unsigned snapshots_sent;
+};
+
+static void msg_copy(struct raft_message *dst, const struct raft_message *m)
+{
+    *dst = *m;
+    dst->entries = NULL;
+    if (m->n_entries > 0) {
+        dst->entries = calloc(m->n_entries, sizeof(*m->entries));
+        for (size_t i = 0; i < m->n_entries; i++) {
+            dst->entries[i] = m->entries[i];
+            if (m->entries[i].len) {
+                dst->entries[i].data = malloc(m->entries[i].len);
+                memcpy(dst->entries[i].data, m->entries[i].data,
+                       m->entries[i].len);
+            }
+        }
+    }
+}
+
+static void msg_release(struct raft_message *m)
+{
+    for (size_t i = 0; i < m->n_entries; i++)
+        free(m->entries[i].data);
+    free(m->entries);
+}
+
+static void c_queue(struct cluster *c, struct cnode *from,
+                    const struct raft_message *m)
+{
+    if (c->nq < sizeof(c->q) / sizeof(c->q[0]))
+        msg_copy(&c->q[c->nq++], m);
+    if (m->type == RAFT_MSG_SNAPSHOT) {
+        c->snapshots_sent++;
+        /* Stream the latest snapshot file: meta must match it. */
+        c->q[c->nq - 1].snapshot.index = from->snap_index;
+    }
+}
+
+static void c_process(struct cluster *c, struct cnode *nd)
+{
+    struct raft_ready rd;
+    while (raft_has_ready(nd->r) && raft_ready(nd->r, &rd) == 0) {
+        for (size_t i = 0; i < rd.n_messages; i++) {
+            if (rd.messages[i].type == RAFT_MSG_VOTE_RESP)
+                nd->n_vote_resp_now++;
+            if (rd.messages[i].type == RAFT_MSG_APPEND)
+                nd->n_app_now++;
+            c_queue(c, nd, &rd.messages[i]);
+        }
+        disk_append(&nd->d, rd.entries, rd.n_entries);
+        if (rd.has_hard_state)
+            nd->d.hs = rd.hard_state;
+        if (rd.has_snapshot) {
+            nd->d.snap = rd.snapshot;
+            nd->d.n = 0;
+            nd->d.applied = rd.snapshot.index;
+            raft_applied(nd->r, rd.snapshot.index);
+        }
+        raft_persisted(nd->r, rd.persist_index, rd.persist_term);
+        for (size_t i = 0; i < rd.n_messages_after_persist; i++) {
+            if (rd.messages_after_persist[i].type == RAFT_MSG_VOTE_RESP)
+                nd->n_vote_resp_after++;
+            c_queue(c, nd, &rd.messages_after_persist[i]);
+        }
+        for (size_t i = 0; i < rd.n_read_states; i++) {
+            nd->read_ctx = rd.read_states[i].ctx;
+            nd->read_index = rd.read_states[i].index;
+        }
+        for (size_t i = 0; i < rd.n_committed; i++) {
+            const struct raft_entry *e = &rd.committed[i];
+            nd->d.applied = e->index;
+            memcpy(nd->d.last_applied, e->data ? e->data : "", e->len);
+            nd->d.last_applied[e->len] = 0;
+        }
+        if (rd.n_committed)
+            raft_applied(nd->r, nd->d.applied);
+        raft_ready_free(&rd);
+    }
+}
+
+static void c_run(struct cluster *c)
+{
+    for (int round = 0; round < 100; round++) {
+        for (int i = 0; i < CN; i++)
+            c_process(c, &c->n[i]);
+        if (c->nq == 0)
+            return;
+        size_t nq = c->nq;
+        struct raft_message *q = malloc(nq * sizeof(*q));
+        memcpy(q, c->q, nq * sizeof(*q));
+        c->nq = 0;
+        for (size_t i = 0; i < nq; i++) {
+            struct cnode *to = &c->n[q[i].to - 1];
+            struct cnode *from = &c->n[q[i].from - 1];
+            if (!to->isolated && !from->isolated) {
+                raft_step(to->r, &q[i]);
+                if (q[i].type == RAFT_MSG_SNAPSHOT)
+                    raft_report_snapshot(from->r, q[i].to, true);
+            }
+            msg_release(&q[i]);
+        }
+        free(q);
+    }
+}
+
+static int c_init(struct cluster *c, bool pre_vote, bool check_quorum)
+{
+    static const raft_id voters[CN] = {1, 2, 3};
+    memset(c, 0, sizeof(*c));
+    for (int i = 0; i < CN; i++) {
+        struct raft_config cfg = {.id = (raft_id)i + 1, .election_tick = 10,
+                                  .seed = 7, .voters = voters,
+                                  .n_voters = CN, .pre_vote = pre_vote,
+                                  .check_quorum = check_quorum};
+        if (raft_new(&cfg, NULL, NULL, NULL, 0, &c->n[i].r) != 0)
+            return -1;
+    }
+    c_run(c);
+    return 0;
+}
+
+static void c_free(struct cluster *c)
+{
+    for (size_t i = 0; i < c->nq; i++)
+        msg_release(&c->q[i]);
+    for (int i = 0; i < CN; i++)
+        raft_free(c->n[i].r);
+}
+
+/* Ticks only node `who` until it leads (others hear from it). */
+static int c_elect(struct cluster *c, int who)
+{
+    for (int t = 0; t < 50 && raft_role(c->n[who].r) != RAFT_LEADER; t++) {
+        raft_tick(c->n[who].r);
+        c_run(c);
+    }
+    return raft_role(c->n[who].r) == RAFT_LEADER ? 0 : -1;
+}
+
+TEST(cluster_election_replication_and_persist_order)
+{
+    struct cluster c;
+    raft_index idx;
+    ASSERT_OK(c_init(&c, true, true));
+    ASSERT_OK(c_elect(&c, 0));
+    ASSERT_EQ(raft_leader(c.n[1].r), 1);
+    ASSERT_EQ(raft_leader(c.n[2].r), 1);
+    /* Votes wait for persistence; the leader's appends do not. */
+    ASSERT_EQ(c.n[1].n_vote_resp_now + c.n[2].n_vote_resp_now, 0);
+    ASSERT_GE(c.n[1].n_vote_resp_after + c.n[2].n_vote_resp_after, 1);
+    ASSERT_GE(c.n[0].n_app_now, 2);
+    ASSERT_OK(raft_propose(c.n[0].r, RAFT_ENTRY_NORMAL, "x", 1, &idx, NULL));
+    c_run(&c);
+    for (int i = 0; i < CN; i++) {
+        ASSERT_EQ(raft_commit_index(c.n[i].r), idx);
+        ASSERT_EQ(c.n[i].d.applied, idx);
+    }
+    /* A follower forwards; it learns the result by applying. */
+    ASSERT_EQ(raft_propose(c.n[1].r, RAFT_ENTRY_NORMAL, "y", 1, NULL, NULL),
+              -RAFT_ENOTLEADER);
+    ASSERT_OK(raft_forward(c.n[1].r, RAFT_ENTRY_NORMAL, "y", 1));
+    c_run(&c);
+    ASSERT_EQ(c.n[1].d.applied, idx + 1);
+    ASSERT_STR_EQ(c.n[1].d.last_applied, "y");
+    c_free(&c);
+}
+
+TEST(cluster_follower_read_index)
+{
+    struct cluster c;
+    struct raft_ready rd;
+    raft_index commit;
+    ASSERT_OK(c_init(&c, false, false));
+    ASSERT_OK(c_elect(&c, 0));
+    ASSERT_OK(raft_propose(c.n[0].r, RAFT_ENTRY_NORMAL, "x", 1, NULL, NULL));
+    c_run(&c);
+    commit = raft_commit_index(c.n[0].r);
+    /* Leader read: confirmed by a heartbeat round, not before. */
+    ASSERT_OK(raft_read_index(c.n[0].r, 11));
+    ASSERT_OK(raft_ready(c.n[0].r, &rd));
+    ASSERT_EQ(rd.n_read_states, 0);
+    ASSERT_GE(rd.n_messages, 2); /* the heartbeats */
+    for (size_t i = 0; i < rd.n_messages; i++)
+        c_queue(&c, &c.n[0], &rd.messages[i]);
+    raft_ready_free(&rd);
+    c.n[2].isolated = true; /* one follower is enough for a quorum */
+    c_run(&c);
+    ASSERT_EQ(c.n[0].read_ctx, 11);
+    ASSERT_EQ(c.n[0].read_index, commit);
+    /* Follower read: asks the leader, which confirms and answers. */
+    ASSERT_OK(raft_read_index(c.n[1].r, 12));
+    c_run(&c);
+    ASSERT_EQ(c.n[1].read_ctx, 12);
+    ASSERT_EQ(c.n[1].read_index, commit);
+    /* Without a quorum the leader cannot confirm: no read state. */
+    c.n[1].isolated = true;
+    ASSERT_OK(raft_read_index(c.n[0].r, 13));
+    c_run(&c);
+    ASSERT_EQ(c.n[0].read_ctx, 11);
+    c_free(&c);
+}
+
+TEST(cluster_leader_transfer)
+{
+    struct cluster c;
+    ASSERT_OK(c_init(&c, true, true));
+    ASSERT_OK(c_elect(&c, 0));
+    ASSERT_EQ(raft_transfer_leader(c.n[1].r, 3), -RAFT_ENOTLEADER);
+    ASSERT_EQ(raft_transfer_leader(c.n[0].r, 1), -EINVAL);
+    ASSERT_OK(raft_transfer_leader(c.n[0].r, 3));
+    ASSERT_EQ(raft_propose(c.n[0].r, RAFT_ENTRY_NORMAL, "x", 1, NULL, NULL),
+              -RAFT_ETRANSFER);
+    c_run(&c);
+    ASSERT_EQ(raft_role(c.n[2].r), RAFT_LEADER);
+    ASSERT_EQ(raft_role(c.n[0].r), RAFT_FOLLOWER);
+    ASSERT_EQ(raft_leader(c.n[0].r), 3);
+    ASSERT_OK(raft_propose(c.n[2].r, RAFT_ENTRY_NORMAL, "x", 1, NULL, NULL));
+    c_run(&c);
+    ASSERT_EQ(c.n[0].d.applied, raft_last_index(c.n[2].r));
+    c_free(&c);
+}
+
+TEST(cluster_check_quorum_steps_down)
+{
+    struct cluster c;
+    ASSERT_OK(c_init(&c, true, true));
+    ASSERT_OK(c_elect(&c, 0));
+    c.n[0].isolated = true;
+    for (int t = 0; t < 25; t++) {
+        raft_tick(c.n[0].r);
+        c_run(&c);
+    }
+    ASSERT_EQ(raft_role(c.n[0].r), RAFT_FOLLOWER);
+    /* With pre-vote, the isolated member does not inflate its term. */
+    {
+        raft_term t0 = raft_current_term(c.n[0].r);
+        for (int t = 0; t < 100; t++) {
+            raft_tick(c.n[0].r);
+            c_run(&c);
+        }
+        ASSERT_EQ(raft_current_term(c.n[0].r), t0);
+    }
+    /* The others elect a new leader once both stopped hearing from the
+     * old one (before that, the lease makes them ignore votes). */
+    raft_id lead = 0;
+    for (int t = 0; t < 60 && lead == 0; t++) {
+        raft_tick(c.n[1].r);
+        raft_tick(c.n[2].r);
+        c_run(&c);
+        for (int i = 1; i < CN; i++)
+            if (raft_role(c.n[i].r) == RAFT_LEADER)
+                lead = (raft_id)i + 1;
+    }
+    ASSERT_NE(lead, 0);
+    ASSERT_GT(raft_current_term(c.n[lead - 1].r), raft_current_term(c.n[0].r));
+    c.n[0].isolated = false;
+    for (int t = 0; t < 3; t++) {
+        raft_tick(c.n[lead - 1].r);
+        c_run(&c);
+    }
+    ASSERT_EQ(raft_leader(c.n[0].r), lead);
+    c_free(&c);
+}
+
+TEST(cluster_snapshot_catch_up)
+{
+    struct cluster c;
+    struct raft_snapshot_meta meta;
+    ASSERT_OK(c_init(&c, false, false));
+    ASSERT_OK(c_elect(&c, 0));
+    c.n[2].isolated = true;
+    for (int i = 0; i < 20; i++) {
+        ASSERT_OK(raft_propose(c.n[0].r, RAFT_ENTRY_NORMAL, "v", 1, NULL,
+                               NULL));
+        c_run(&c);
+    }
+    ASSERT_EQ(c.n[0].d.applied, 24);
+    ASSERT_OK(raft_snapshot_meta(c.n[0].r, 20, &meta));
+    ASSERT_EQ(meta.conf.n_voters, 3);
+    ASSERT_OK(raft_compact(c.n[0].r, 20));
+    c.n[0].snap_index = 20;
+    c.n[2].isolated = false;
+    for (int t = 0; t < 3; t++) {
+        raft_tick(c.n[0].r);
+        c_run(&c);
+    }
+    ASSERT_EQ(c.snapshots_sent, 1);
+    ASSERT_EQ(c.n[2].d.snap.index, 20);
+    ASSERT_EQ(c.n[2].d.applied, 24);
+    ASSERT_EQ(raft_first_index(c.n[2].r), 21);
+    c_free(&c);
+}
+
 TEST_MAIN(TEST_ENTRY(bootstrap_and_elect),
           TEST_ENTRY(commit_waits_for_persistence),
           TEST_ENTRY(restart_from_disk),
           TEST_ENTRY(compaction_and_restart_from_snapshot),
           TEST_ENTRY(read_index_single_voter),
           TEST_ENTRY(conf_change_codec_and_checks),
-          TEST_ENTRY(bad_input))
+          TEST_ENTRY(bad_input),
+          TEST_ENTRY(cluster_election_replication_and_persist_order),
+          TEST_ENTRY(cluster_follower_read_index),
+          TEST_ENTRY(cluster_leader_transfer),
+          TEST_ENTRY(cluster_check_quorum_steps_down),
+          TEST_ENTRY(cluster_snapshot_catch_up))

@@ -4,7 +4,8 @@
  * chosen by a seeded PRNG, one at a time, and the Raft safety properties
  * are checked as it runs. A failing seed prints itself; replay it with
  *   RAFT_SIM_SEED=<seed> ./test_raft_sim
- * and run more schedules with RAFT_SIM_SEEDS=<count> (default below). */
+ * and run more schedules with RAFT_SIM_SEEDS=<count> (default below),
+ * starting at RAFT_SIM_FIRST, each RAFT_SIM_STEPS events long. */
 #include "raft.h"
 #include "test.h"
 
@@ -930,13 +931,15 @@ TEST(random_schedules)
     const char *st = getenv("RAFT_SIM_STEPS");
     unsigned steps = st ? (unsigned)strtoul(st, NULL, 10) : 3000;
     unsigned long n = cnt ? strtoul(cnt, NULL, 10) : DEFAULT_SEEDS;
+    const char *fs = getenv("RAFT_SIM_FIRST");
+    unsigned long first = fs ? strtoul(fs, NULL, 10) : 1;
     unsigned failures = 0;
     trace_on = getenv("RAFT_SIM_TRACE") != NULL;
     if (one != NULL) {
         ASSERT(run_schedule(strtoull(one, NULL, 10), steps, true));
         return;
     }
-    for (unsigned long seed = 1; seed <= n; seed++)
+    for (unsigned long seed = first; seed < first + n; seed++)
         if (!run_schedule(seed, steps, false) && ++failures >= 5)
             break;
     fprintf(stderr, "raft sim: %lu schedules x %u events\n", n, steps);
