@@ -617,13 +617,17 @@ static int push_read_state(struct raft *r, raft_index index, uint64_t ctx)
 static int send_snapshot(struct raft *r, struct progress *pr)
 {
     struct raft_message m = {.type = RAFT_MSG_SNAPSHOT, .to = pr->id};
+    int rv;
     if (r->snap.index == 0)
         return 0; /* cannot happen: the log starts at a snapshot */
     m.snapshot = r->snap;
+    rv = send_msg(r, &m);
+    if (rv != 0)
+        return rv; /* not paused: nobody would report on it */
     pr->state = PR_SNAPSHOT;
     pr->pending_snapshot = r->snap.index;
     pr_reset_inflight(pr);
-    return send_msg(r, &m);
+    return 0;
 }
 
 /* Sends an append to pr if flow control allows; *sent says whether one
@@ -1229,7 +1233,9 @@ static int handle_read_request(struct raft *r, raft_id from, uint64_t ctx)
     p->from = from;
     p->seq = ++r->read_seq;
     p->acks[p->n_acks++] = r->id;
-    return bcast_heartbeat(r);
+    /* Registered: a heartbeat lost to ENOMEM is resent next tick. */
+    (void)bcast_heartbeat(r);
+    return 0;
 }
 
 /* A heartbeat response for round seq came from id: it acknowledges all
@@ -1397,6 +1403,17 @@ static int handle_snapshot(struct raft *r, const struct raft_message *m)
     }
     if (conf_validate(&s->conf) != 0 || s->term == 0)
         return -EINVAL;
+    /* The only step that can fail goes first. */
+    {
+        struct raft_conf_state old = r->conf;
+        int rv;
+        r->conf = s->conf;
+        rv = prs_sync_conf(r);
+        if (rv != 0) {
+            r->conf = old;
+            return rv;
+        }
+    }
     /* Restore: the log restarts at the snapshot. */
     entries_unref(r->ents, r->n_ents);
     r->n_ents = 0;
@@ -1411,16 +1428,10 @@ static int handle_snapshot(struct raft *r, const struct raft_message *m)
     r->applying = s->index;
     if (r->applied > s->index)
         r->applied = s->index;
-    r->conf = s->conf;
     r->base_conf = s->conf;
     r->base_index = s->index;
     r->conf_applied = s->index;
     r->n_hist = 0;
-    {
-        int rv = prs_sync_conf(r);
-        if (rv != 0)
-            return rv;
-    }
     resp.index = s->index;
     return send_msg(r, &resp);
 }

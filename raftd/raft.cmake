@@ -4,3 +4,4 @@ target_include_directories(etcfs_raft PUBLIC ${CMAKE_CURRENT_SOURCE_DIR})
 
 etcfs_unit_test(test_raft etcfs_raft)
 etcfs_unit_test(test_raft_sim etcfs_raft)
+etcfs_unit_test(test_raft_nomem etcfs_raft)

@@ -6,7 +6,48 @@
  *   RAFT_SIM_SEED=<seed> ./test_raft_sim
  * and run more schedules with RAFT_SIM_SEEDS=<count> (default below),
  * starting at RAFT_SIM_FIRST, each RAFT_SIM_STEPS events long. */
+#ifdef RAFT_SIM_NOMEM
+/* Built as test_raft_nomem: the core is compiled into this program with
+ * its allocations routed through a countdown that makes one fail, and
+ * the schedules arm it at random. -ENOMEM must never cost safety. */
+#include <stdlib.h>
+#include <string.h>
+static unsigned long nomem_countdown; /* 0: off; n: the nth call fails */
+static unsigned long long nomem_failures;
+static int nomem_hit(void)
+{
+    if (nomem_countdown == 0 || --nomem_countdown != 0)
+        return 0;
+    nomem_failures++;
+    return 1;
+}
+static void *nomem_malloc(size_t n) { return nomem_hit() ? NULL : malloc(n); }
+static void *nomem_calloc(size_t a, size_t b)
+{
+    return nomem_hit() ? NULL : calloc(a, b);
+}
+static void *nomem_realloc(void *p, size_t n)
+{
+    return nomem_hit() ? NULL : realloc(p, n);
+}
+#define malloc nomem_malloc
+#define calloc nomem_calloc
+#define realloc nomem_realloc
+#include "raft.c"
+#undef malloc
+#undef calloc
+#undef realloc
+#define NOMEM_OK(rv) ((rv) == -ENOMEM)
+#define PROGRAM "test_raft_nomem"
+#define NOMEM_ARM(s) (nomem_countdown = 1 + rndn((s), 30))
+#define NOMEM_OFF() (nomem_countdown = 0)
+#else
 #include "raft.h"
+#define NOMEM_OK(rv) 0
+#define PROGRAM "test_raft_sim"
+#define NOMEM_ARM(s) ((void)(s))
+#define NOMEM_OFF() ((void)0)
+#endif
 #include "test.h"
 
 #include <errno.h>
@@ -276,6 +317,8 @@ static void node_take_ready(struct sim *s, struct node *nd)
     if (!raft_has_ready(nd->r))
         return;
     rv = raft_ready(nd->r, &rd);
+    if (NOMEM_OK(rv))
+        return;
     if (rv != 0) {
         sim_fail(s, "raft_ready: %d", rv);
         return;
@@ -378,6 +421,12 @@ static int node_start(struct sim *s, struct node *nd)
     nd->was_leader = false;
     nd->seen_commit = 0;
     rv = raft_new(&nd->cfg, &nd->hs, &nd->snap, nd->log, nd->nlog, &nd->r);
+    if (NOMEM_OK(rv)) {
+        /* The node loop would retry; so do we, without failures. */
+        NOMEM_OFF();
+        rv = raft_new(&nd->cfg, &nd->hs, &nd->snap, nd->log, nd->nlog,
+                      &nd->r);
+    }
     if (rv != 0)
         sim_fail(s, "raft_new node %llu: %d", (unsigned long long)nd->id, rv);
     return rv;
@@ -471,7 +520,7 @@ static void deliver(struct sim *s, size_t i, bool dup)
           (unsigned long long)nm.m.reject_hint,
           (unsigned long long)nm.m.context);
     rv = raft_step(to->r, &nm.m);
-    if (rv != 0)
+    if (rv != 0 && !NOMEM_OK(rv))
         sim_fail(s, "node %llu: raft_step type %d from %llu: %d",
                  (unsigned long long)to->id, nm.m.type,
                  (unsigned long long)nm.m.from, rv);
@@ -504,7 +553,7 @@ static void propose(struct sim *s, struct node *nd)
     } else
         rv = raft_forward(nd->r, RAFT_ENTRY_NORMAL, buf, (size_t)len);
     if (rv != 0 && rv != -RAFT_ENOLEADER && rv != -RAFT_ETRANSFER &&
-        rv != -RAFT_ENOTLEADER)
+        rv != -RAFT_ENOTLEADER && !NOMEM_OK(rv))
         sim_fail(s, "propose: %d", rv);
 }
 
@@ -526,13 +575,17 @@ static void conf_change(struct sim *s, struct node *nd)
         return; /* keep enough voters for the cluster to make progress */
     cc.op = member ? RAFT_CONF_REMOVE_VOTER : RAFT_CONF_ADD_VOTER;
     cc.node = target;
-    if (raft_conf_change_encode(&cc, &buf, &len) != 0) {
+    rv = raft_conf_change_encode(&cc, &buf, &len);
+    if (NOMEM_OK(rv))
+        return;
+    if (rv != 0) {
         sim_fail(s, "encode");
         return;
     }
     rv = raft_propose(nd->r, RAFT_ENTRY_CONF_CHANGE, buf, len, NULL, NULL);
     free(buf);
-    if (rv != 0 && rv != -RAFT_ECONFPENDING && rv != -RAFT_ETRANSFER)
+    if (rv != 0 && rv != -RAFT_ECONFPENDING && rv != -RAFT_ETRANSFER &&
+        !NOMEM_OK(rv))
         sim_fail(s, "conf change: %d", rv);
 }
 
@@ -540,7 +593,7 @@ static void read_index(struct sim *s, struct node *nd)
 {
     uint64_t ctx = ++s->next_ctx;
     int rv = raft_read_index(nd->r, ctx);
-    if (rv == -RAFT_ENOLEADER)
+    if (rv == -RAFT_ENOLEADER || NOMEM_OK(rv))
         return;
     if (rv != 0) {
         sim_fail(s, "read_index: %d", rv);
@@ -796,6 +849,8 @@ static void step_random(struct sim *s)
     } else if (x < 985) {
         if (raft_role(nd->r) == RAFT_LEADER)
             (void)raft_transfer_leader(nd->r, 1 + rndn(s, (unsigned)s->n));
+    } else if (x < 1000) {
+        NOMEM_ARM(s);
     }
 }
 
@@ -833,6 +888,7 @@ static void converge(struct sim *s)
 {
     raft_index target = 0;
     raft_term target_term = 0;
+    NOMEM_OFF();
     raft_id target_lead = 0;
     for (int i = 0; i < s->n; i++)
         s->group[i] = 0;
@@ -907,9 +963,9 @@ static bool run_schedule(uint64_t seed, unsigned steps, bool verbose)
     ok = !s->failed;
     if (!ok)
         fprintf(stderr, "raft sim: seed %llu failed after %llu events: %s\n"
-                        "  replay: RAFT_SIM_SEED=%llu ./test_raft_sim\n",
+                        "  replay: RAFT_SIM_SEED=%llu %s\n",
                 (unsigned long long)seed, (unsigned long long)s->events,
-                s->why, (unsigned long long)seed);
+                s->why, (unsigned long long)seed, PROGRAM);
     if (verbose)
         fprintf(stderr,
                 "seed %llu: n=%d conf=%d elections=%llu applied=%llu "
@@ -943,6 +999,11 @@ TEST(random_schedules)
         if (!run_schedule(seed, steps, false) && ++failures >= 5)
             break;
     fprintf(stderr, "raft sim: %lu schedules x %u events\n", n, steps);
+#ifdef RAFT_SIM_NOMEM
+    fprintf(stderr, "raft sim: %llu injected allocation failures\n",
+            nomem_failures);
+    ASSERT_GT(nomem_failures, 0);
+#endif
     ASSERT_EQ(failures, 0);
 }
 
