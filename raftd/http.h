@@ -248,7 +248,12 @@ struct http_server_config {
     uint64_t idle_timeout_ms;
 };
 
-/* Allocates a server on loop (borrowed until the server's close callback).
+/* The process must ignore SIGPIPE (signal(SIGPIPE, SIG_IGN)) before
+ * serving: libuv writes with write(2), and a client that went away would
+ * otherwise kill the process. The library does not touch process-wide
+ * signal state itself.
+ *
+ * Allocates a server on loop (borrowed until the server's close callback).
  * config is copied. Returns 0 and *out, or -EINVAL / -ENOMEM. Listen with
  * http_server_listen; free with http_server_close. */
 int http_server_new(uv_loop_t *loop, const struct http_server_config *config,

@@ -4,6 +4,7 @@
  * only when the client leaves or the server stops), to measure the cost
  * of many parked connections. Serves until the time is up (default 10 s),
  * then closes cleanly and prints the number of requests served. */
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -58,6 +59,7 @@ int main(int argc, char **argv)
     struct http_server_config cfg = {.handler = handler, .data = &b};
     char url[64];
     uv_loop_t *loop = uv_default_loop();
+    signal(SIGPIPE, SIG_IGN);
     int rv = http_server_new(loop, &cfg, &b.srv);
     if (rv == 0) {
         snprintf(url, sizeof(url), "http://127.0.0.1:%d", port);

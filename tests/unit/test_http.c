@@ -6,6 +6,7 @@
 #include <netinet/in.h>
 #include <poll.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <sys/socket.h>
 #include <time.h>
@@ -212,6 +213,9 @@ static void *loop_main(void *arg)
 
 static int fx_start(struct fx *f, const struct http_server_config *over)
 {
+    /* libuv writes with write(2): a peer that went away raises SIGPIPE,
+     * which every program embedding the server must ignore. */
+    signal(SIGPIPE, SIG_IGN);
     memset(f, 0, sizeof(*f));
     pthread_mutex_init(&f->mu, NULL);
     if (uv_loop_init(&f->loop) != 0)
