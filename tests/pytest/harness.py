@@ -391,3 +391,117 @@ def status_of(raw):
 def body_of(raw):
     i = raw.find(b"\r\n\r\n")
     return raw[i + 4:] if i >= 0 else b""
+
+
+class RawConn:
+    """A raw socket that sends one request and parses the response as it
+    arrives: for long polls (is it still parked?) and streams (one chunk at
+    a time)."""
+
+    def __init__(self, port, timeout=10.0):
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+        self.buf = b""
+        self.status = None
+        self.headers = {}
+        self.chunked = False
+
+    def close(self):
+        self.sock.close()
+
+    def send(self, data):
+        self.sock.sendall(data)
+
+    def get(self, path):
+        self.send(("GET %s HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n" % path).encode())
+
+    def _fill(self, end):
+        remaining = end - time.monotonic()
+        if remaining <= 0:
+            raise socket.timeout("deadline passed")
+        self.sock.settimeout(remaining)
+        data = self.sock.recv(65536)
+        if not data:
+            raise ConnectionError("server closed the connection")
+        self.buf += data
+
+    def idle_for(self, seconds):
+        """True if no response body starts within `seconds` (a parked poll).
+        Headers alone may arrive: etcd flushes them when the watch parks."""
+        end = time.monotonic() + seconds
+        while True:
+            if self.status is None and b"\r\n\r\n" in self.buf:
+                self.read_head()
+            if self.status is not None and self.buf:
+                return False
+            remaining = end - time.monotonic()
+            if remaining <= 0:
+                return True
+            self.sock.settimeout(remaining)
+            try:
+                data = self.sock.recv(65536)
+            except socket.timeout:
+                return True
+            if not data:
+                return False
+            self.buf += data
+
+    def read_head(self, timeout=10.0):
+        if self.status is not None:
+            return self.status
+        end = time.monotonic() + timeout
+        while b"\r\n\r\n" not in self.buf:
+            self._fill(end)
+        head, self.buf = self.buf.split(b"\r\n\r\n", 1)
+        lines = head.decode("latin-1").split("\r\n")
+        self.status = int(lines[0].split(" ")[1])
+        for ln in lines[1:]:
+            k, v = ln.split(":", 1)
+            self.headers[k.strip().lower()] = v.strip()
+        self.chunked = self.headers.get("transfer-encoding", "").lower() == "chunked"
+        return self.status
+
+    def read_chunk(self, timeout=10.0):
+        """Next chunk's payload of a chunked body (b'' for the last chunk)."""
+        end = time.monotonic() + timeout
+        while b"\r\n" not in self.buf:
+            self._fill(end)
+        size_line, rest = self.buf.split(b"\r\n", 1)
+        size = int(size_line.split(b";")[0], 16)
+        while len(rest) < size + 2:
+            self._fill(end)
+            rest = self.buf.split(b"\r\n", 1)[1]
+        self.buf = rest[size + 2:]
+        return rest[:size]
+
+    def read_body(self, timeout=10.0):
+        """The whole body (de-chunked) of the response."""
+        if self.status is None:
+            self.read_head(timeout)
+        end = time.monotonic() + timeout
+        if self.chunked:
+            out = b""
+            while True:
+                c = self.read_chunk(max(0.001, end - time.monotonic()))
+                if not c:
+                    return out
+                out += c
+        n = int(self.headers.get("content-length", "0"))
+        while len(self.buf) < n:
+            self._fill(end)
+        body, self.buf = self.buf[:n], self.buf[n:]
+        return body
+
+    def read_event(self, timeout=10.0):
+        """Next newline-terminated JSON line of a stream (chunks may split
+        or join lines)."""
+        end = time.monotonic() + timeout
+        if self.status is None:
+            self.read_head(timeout)
+        pending = getattr(self, "_lines", b"")
+        while b"\n" not in pending:
+            c = self.read_chunk(max(0.001, end - time.monotonic()))
+            if not c:
+                raise ConnectionError("stream ended")
+            pending += c
+        line, self._lines = pending.split(b"\n", 1)
+        return line + b"\n"
