@@ -1921,8 +1921,17 @@ int raft_ready(struct raft *r, struct raft_ready *rd)
         r->snap_pending = false;
     }
     r->handed = log_last(r);
-    rd->persist_index = r->handed;
-    rd->persist_term = log_term(r, r->handed, NULL);
+    /* Only a batch that carries entries (or a snapshot) acknowledges
+     * anything: a node loop that acknowledges an empty batch at once, while
+     * an earlier batch is still being written, must not mark that earlier
+     * batch durable. */
+    if (rd->n_entries > 0) {
+        rd->persist_index = rd->entries[rd->n_entries - 1].index;
+        rd->persist_term = rd->entries[rd->n_entries - 1].term;
+    } else if (rd->has_snapshot) {
+        rd->persist_index = rd->snapshot.index;
+        rd->persist_term = rd->snapshot.term;
+    }
     rd->messages = r->now.m;
     rd->n_messages = r->now.n;
     memset(&r->now, 0, sizeof(r->now));

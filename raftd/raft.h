@@ -51,7 +51,10 @@
  *   Several batches may be outstanding (persisting batch N while taking
  *   batch N+1), provided they are persisted, acknowledged with
  *   raft_persisted() and their after-persist messages sent in the order
- *   they were taken. Nothing is handed out twice.
+ *   they were taken. In particular, a batch with nothing to persist must
+ *   still hold its messages_after_persist until every earlier batch is
+ *   durable (an append response may acknowledge entries that an earlier
+ *   batch is still writing). Nothing is handed out twice.
  *
  * TRUNCATION. A follower may have to replace a suffix of its log: then
  * rd.entries[0].index is <= an index persisted earlier, and the entries of
@@ -203,7 +206,9 @@ struct raft_ready {
     size_t n_committed;
     struct raft_read_state *read_states;
     size_t n_read_states;
-    /* Arguments for raft_persisted() once the batch is durable. */
+    /* Arguments for raft_persisted() once the batch is durable: the last
+     * entry of rd.entries (or the snapshot); 0/0 when the batch has no
+     * entries and no snapshot, and raft_persisted(r, 0, 0) is a no-op. */
     raft_index persist_index;
     raft_term persist_term;
     /* Soft state at the time of the batch, for logs and stats. */

@@ -171,6 +171,19 @@ TEST(commit_waits_for_persistence)
     ASSERT_OK(raft_ready(r, &rd2));
     ASSERT_EQ(rd2.n_entries, 1);
     ASSERT_EQ(rd2.entries[0].index, 4);
+    {
+        /* A batch with nothing to persist (here a read state) carries no
+         * acknowledgement: acking it at once must not commit 3 and 4. */
+        struct raft_ready rd3;
+        ASSERT_OK(raft_read_index(r, 5));
+        ASSERT_OK(raft_ready(r, &rd3));
+        ASSERT_EQ(rd3.n_entries, 0);
+        ASSERT_EQ(rd3.n_read_states, 1);
+        ASSERT_EQ(rd3.persist_index, 0);
+        raft_persisted(r, rd3.persist_index, rd3.persist_term);
+        raft_ready_free(&rd3);
+        ASSERT_EQ(raft_commit_index(r), 2);
+    }
     disk_append(&d, rd.entries, rd.n_entries);
     raft_persisted(r, rd.persist_index, rd.persist_term);
     ASSERT_EQ(raft_commit_index(r), 3);
