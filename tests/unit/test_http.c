@@ -884,6 +884,26 @@ TEST(go_decoding_rules)
                   "path=/|k=(absent)|n=0|err=invalid semicolon separator in query");
     ASSERT_STR_EQ(parse_one(&cp, "GET /?&&k=&= HTTP/1.1\r\nHost: h\r\n\r\n"),
                   "path=/|k=|n=2|err=-");
+    /* Error texts as etcd 3.4.23 reports them in "cause". */
+    ASSERT_STR_EQ(parse_one(&cp, "GET /?x=%zz&a;b HTTP/1.1\r\nHost: h\r\n\r\n"),
+                  "path=/|k=(absent)|n=0|err=invalid semicolon separator in query");
+    ASSERT_STR_EQ(parse_one(&cp, "GET /?x=%zz&y=%yy HTTP/1.1\r\nHost: h\r\n\r\n"),
+                  "path=/|k=(absent)|n=0|err=invalid URL escape \"%zz\"");
+    ASSERT_STR_EQ(parse_one(&cp, "GET /?x=%e9% HTTP/1.1\r\nHost: h\r\n\r\n"),
+                  "path=/|k=(absent)|n=0|err=invalid URL escape \"%\"");
+    ASSERT_STR_EQ(parse_one(&cp, "GET /?x=%\" HTTP/1.1\r\nHost: h\r\n\r\n"),
+                  "path=/|k=(absent)|n=0|err=invalid URL escape \"%\\\"\"");
+    ASSERT_STR_EQ(parse_one(&cp, "GET /?%0 HTTP/1.1\r\nHost: h\r\n\r\n"),
+                  "path=/|k=(absent)|n=0|err=invalid URL escape \"%0\"");
+    ASSERT_STR_EQ(parse_one(&cp, "PUT /?x=%zz HTTP/1.1\r\nHost: h\r\n"
+                                 "Content-Type: text/\r\nContent-Length: 7"
+                                 "\r\n\r\nvalue=1"),
+                  "path=/|k=(absent)|n=0|err=mime: expected token after slash");
+    ASSERT_STR_EQ(parse_one(&cp, "PUT /?k=2 HTTP/1.1\r\nHost: h\r\n"
+                                 "Content-Type: application/x-www-form-"
+                                 "urlencoded; x\r\nContent-Length: 3"
+                                 "\r\n\r\nk=1"),
+                  "path=/|k=1|n=2|err=mime: invalid media parameter");
     ASSERT_STR_EQ(parse_one(&cp, "GET /?k=%E2%82 HTTP/1.1\r\nHost: h\r\n\r\n"),
                   "path=/|k=\xE2\x82|n=1|err=-");
     ASSERT_STR_EQ(parse_one(&cp, "GET /?k=%\xC3\xA9 HTTP/1.1\r\nHost: h\r\n\r\n"),
