@@ -54,7 +54,11 @@ static void *nomem_realloc(void *p, size_t n)
 #include <stdarg.h>
 
 #define MAXN 5
+#ifdef RAFT_SIM_NOMEM
 #define DEFAULT_SEEDS 2000
+#else
+#define DEFAULT_SEEDS 4000
+#endif
 #define MAX_RSNAP 8
 
 struct rsnap {
