@@ -1,0 +1,135 @@
+/* fs_int.h - internals of fs/ shared by its files: the inode table, open
+ * file handles, deferred-request contexts and the notifier queue. */
+#ifndef ETCFS_FS_INT_H
+#define ETCFS_FS_INT_H
+
+#include <fuse_lowlevel.h>
+#include <pthread.h>
+#include <time.h>
+
+#include "fs.h"
+
+#define FS_WATCH_NAME ".watch"
+#define FS_NEW_NAME ".new"
+/* Bytes of undelivered events one .watch fd may hold before its stream is
+ * ended with a 401 line. */
+#define FS_WATCH_QUEUE_MAX (64u * 1024 * 1024)
+
+enum {
+    FS_KIND_NODE = 0, /* a key or directory of the store */
+    FS_KIND_WATCH,    /* DIR/.watch */
+    FS_KIND_NEW,      /* DIR/.new */
+    FS_KIND_DIR,      /* only for handles: an open directory */
+};
+
+/* One inode: a mount-relative path ("" root, "/a/b"; for .watch/.new the
+ * directory's path) with the kernel's lookup count. The number stays the
+ * same for a path as long as the kernel or an open file holds it. */
+struct fs_inode {
+    fuse_ino_t ino;
+    char *path;
+    int kind;
+    uint64_t nlookup;
+    unsigned opens;        /* open handles pointing here */
+    unsigned pending;      /* created here, not yet in the store */
+    size_t pending_size;
+    bool hashed;           /* in the path table (false once replaced) */
+    bool moved;            /* scratch for inode_move */
+    struct fs_inode *next_ino;
+    struct fs_inode *next_path;
+};
+
+/* One queued .watch line. */
+struct fs_line {
+    struct fs_line *next;
+    size_t len;
+    size_t pos; /* bytes already read */
+    char data[];
+};
+
+struct fs_dent {
+    const char *name;
+    bool dir;
+};
+
+/* An open file or directory. */
+struct fs_fh {
+    struct fs *fs;
+    struct fs_inode *in;
+    int kind;
+    struct fs_fh *prev, *next; /* fs->fhs */
+    bool released;
+    /* keys and .new: the value being written */
+    char *buf;
+    size_t len, cap;
+    bool loaded, dirty, flushing, excl, append, pending_create;
+    /* .new */
+    char *created; /* "name\n" once posted */
+    size_t rpos;
+    /* .watch */
+    struct fs_backend_watch *bw;
+    struct fs_line *qhead, *qtail;
+    size_t qbytes;
+    bool ended, nonblock, interrupted;
+    int start_err;
+    fuse_req_t rreq; /* a blocked read */
+    size_t rsize;
+    struct fuse_pollhandle *ph;
+    /* directories: a snapshot of the listing taken at opendir */
+    struct fs_dent *dents;
+    char *names;
+    size_t n_dents;
+};
+
+/* The context of one backend call whose completion replies to req. */
+struct fs_ctx {
+    struct fs *fs;
+    fuse_req_t req; /* NULL: nothing to reply (release) */
+    fuse_ino_t ino;
+    char *path;
+    char *path2;
+    char *buf;
+    size_t len, len2;
+    struct fs_fh *fh;
+    struct fuse_file_info fi;
+};
+
+/* One cache invalidation for the notifier thread: an entry (parent != 0)
+ * or an inode's attributes and data. */
+struct fs_notify {
+    struct fs_notify *next;
+    fuse_ino_t ino;
+    fuse_ino_t parent;
+    char name[];
+};
+
+struct fs {
+    uv_loop_t *loop;
+    const struct fs_backend_ops *ops;
+    void *data;
+    struct fs_options opt;
+    char *root; /* store prefix without trailing "/" ("" = whole tree) */
+    struct timespec mount_time;
+
+    struct fuse_session *se;
+    struct fuse_buf fbuf;
+    uv_poll_t poll;
+    uv_timer_t defer;
+    int open_handles;
+    bool exited, closing;
+    unsigned inflight;
+
+    struct fs_inode **by_ino, **by_path;
+    size_t n_buckets, n_inodes;
+    fuse_ino_t next_ino;
+    struct fs_fh *fhs;
+    struct fs_backend_watch *root_watch;
+
+    pthread_t nthread;
+    pthread_mutex_t nlock;
+    pthread_cond_t ncond;
+    struct fs_notify *nhead, *ntail;
+    bool nstop;
+};
+
+#endif /* ETCFS_FS_INT_H */
