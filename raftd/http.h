@@ -26,7 +26,8 @@ struct http_url {
 };
 
 /* Parses one URL. Accepts scheme http or https (the caller decides whether
- * it supports TLS), a host (name, IPv4, or [IPv6]) and a port 1..65535; a
+ * it supports TLS), a host (name, IPv4, [IPv6], or empty for all
+ * interfaces) and a port 0..65535 (0: any free port when listening); a
  * trailing "/" path is tolerated, any other path, query, user info or
  * missing port is -EINVAL. url: borrowed for the call. */
 int http_url_parse(const char *url, struct http_url *out);

@@ -1159,7 +1159,10 @@ static size_t kept_input_max(const struct conn *c)
 
 static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
 {
+    /* One read buffer per server: read callbacks consume it at once and
+     * copy only what must wait, so connections hold no read buffer. */
     struct conn *c = h->data;
+    (void)suggested;
     buf->base = c->srv->rbuf;
     buf->len = READ_BUF_SIZE;
 }
