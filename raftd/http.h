@@ -203,7 +203,7 @@ int http_stream_begin(struct http_request *req, int status);
 /* Sends buf as one chunk (Go: "%x\r\n" data "\r\n"; len 0 is a no-op) and
  * tries to write it to the socket at once. buf is borrowed for the call.
  * etcd sends each watch event as exactly one chunk (its JSON plus "\n"),
- * so call this once per event with the whole line. */
+ * so call this once per event with the whole line.
  * Returns 0, -ECONNRESET if the client is gone, or -ENOBUFS if the bytes
  * not yet taken by the client would exceed max_output_bytes: the library
  * then drops the connection (the close callback follows with -ENOBUFS).
