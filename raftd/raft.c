@@ -931,7 +931,7 @@ int raft_new(const struct raft_config *cfg,
              const struct raft_entry *entries, size_t n_entries,
              struct raft **out)
 {
-    struct raft_hard_state hs = {0};
+    struct raft_hard_state hs = {0}, loaded;
     struct raft_snapshot_meta sm = {0};
     struct raft *r;
     bool fresh;
@@ -942,6 +942,7 @@ int raft_new(const struct raft_config *cfg,
         return -EINVAL;
     if (hard_state != NULL)
         hs = *hard_state;
+    loaded = hs;
     if (snapshot != NULL)
         sm = *snapshot;
     rv = conf_validate(&sm.conf);
@@ -956,8 +957,14 @@ int raft_new(const struct raft_config *cfg,
         hs.commit = sm.index;
     if (hs.commit > sm.index + n_entries)
         return -EINVAL;
-    if (hs.term < (n_entries ? entries[n_entries - 1].term : sm.term))
-        return -EINVAL;
+    if (hs.term < (n_entries ? entries[n_entries - 1].term : sm.term)) {
+        /* The tail of a batch was torn between its entries and its hard
+         * state: the term bump that came with those entries is lost. Its
+         * vote cannot have been sent (votes wait for the whole batch), so
+         * the log's term with no vote is what the node had promised. */
+        hs.term = n_entries ? entries[n_entries - 1].term : sm.term;
+        hs.vote = 0;
+    }
     fresh = hs.term == 0 && hs.vote == 0 && sm.index == 0 && n_entries == 0;
 
     r = calloc(1, sizeof(*r));
@@ -992,7 +999,8 @@ int raft_new(const struct raft_config *cfg,
     if (rv != 0)
         goto err_after_alloc;
     r->handed = r->persisted = log_last(r);
-    r->prev_hs = hs;
+    /* Whatever was adjusted above is handed out to persist again. */
+    r->prev_hs = loaded;
 
     if (fresh && cfg->n_voters > 0) {
         /* Bootstrap as etcd does: the initial members are conf change

@@ -36,7 +36,10 @@
  *                 rd.snapshot (if has_snapshot: install the snapshot data
  *                 received with the RAFT_MSG_SNAPSHOT message and record it),
  *                 rd.entries (append; see TRUNCATION), rd.hard_state (if
- *                 has_hard_state);
+ *                 has_hard_state). Entries before the hard state, as etcd
+ *                 does: a tail torn in between then leaves a commit index
+ *                 covered by the log, and raft_new() repairs a term older
+ *                 than the last entry's;
  *              3. raft_persisted(r, rd.persist_index, rd.persist_term);
  *              4. send rd.messages_after_persist (votes and append
  *                 responses: they promise durability);

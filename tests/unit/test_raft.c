@@ -418,6 +418,21 @@ TEST(bad_input)
     m.n_entries = 0;
     ASSERT_EQ(raft_step(r, &m), -EINVAL);
     ASSERT_STR_EQ(raft_strerror(-RAFT_ENOTLEADER), "raft: not the leader");
+    raft_free(r);
+    {
+        /* A torn batch: entries of term 3 durable, its hard state not. */
+        struct raft_entry ents[2] = {{.term = 1, .index = 1},
+                                     {.term = 3, .index = 2}};
+        struct raft_hard_state old = {.term = 2, .vote = 2, .commit = 1};
+        struct raft_ready rd;
+        ASSERT_OK(raft_new(&cfg, &old, NULL, ents, 2, &r));
+        ASSERT_EQ(raft_current_term(r), 3);
+        ASSERT_OK(raft_ready(r, &rd));
+        ASSERT(rd.has_hard_state);
+        ASSERT_EQ(rd.hard_state.term, 3);
+        ASSERT_EQ(rd.hard_state.vote, 0);
+        raft_ready_free(&rd);
+    }
     ASSERT_STR_EQ(raft_role_name(RAFT_LEADER), "StateLeader");
     raft_free(r);
 }

@@ -439,6 +439,21 @@ static int node_start(struct sim *s, struct node *nd)
 static void node_crash(struct sim *s, struct node *nd)
 {
     TRACE("crash node %llu\n", (unsigned long long)nd->id);
+    /* Sometimes the write in progress is torn: a prefix of its entries
+     * reached the disk, its hard state did not. */
+    if (nd->npend > 0 && !nd->pend[0].has_snapshot &&
+        nd->pend[0].n_entries > 0 && rndn(s, 2) == 0) {
+        struct raft_ready *rd = &nd->pend[0];
+        raft_index f = rd->entries[0].index;
+        size_t k = rndn(s, (unsigned)rd->n_entries + 1);
+        if (f > nd->snap.index && f - nd->snap.index - 1 <= nd->nlog) {
+            disk_truncate(nd, f - nd->snap.index - 1);
+            ensure((void **)&nd->log, &nd->caplog, nd->nlog + k,
+                   sizeof(*nd->log));
+            for (size_t i = 0; i < k; i++)
+                nd->log[nd->nlog++] = entry_dup(&rd->entries[i]);
+        }
+    }
     for (size_t i = 0; i < nd->npend; i++)
         raft_ready_free(&nd->pend[i]);
     nd->npend = 0;
