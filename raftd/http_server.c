@@ -1057,6 +1057,9 @@ static void conn_flush(struct conn *c)
         if (c->close_after && !c->busy)
             begin_shutdown(c);
         trim_if_parked(c);
+        /* Parsing may have stopped for backpressure: go on later. */
+        if (!c->busy && !c->closing && c->in.len > 0)
+            schedule_ready(c);
         return;
     }
     if (n < 0 && n != UV_EAGAIN && n != UV_ENOSYS) {

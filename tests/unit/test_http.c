@@ -168,6 +168,9 @@ static void handler(struct http_request *req)
         pthread_mutex_lock(&f->mu);
         f->parked = f->npark;
         pthread_mutex_unlock(&f->mu);
+    } else if (strcmp(req->path, "/big") == 0) {
+        static char big[64 << 10];
+        http_respond(req, 200, big, sizeof(big));
     } else if (strcmp(req->path, "/nocontent") == 0) {
         http_respond(req, 204, "ignored", 7);
     } else {
@@ -716,6 +719,57 @@ TEST(slow_reader_stream_is_cut)
     ASSERT_OK(fx_stop(&f));
 }
 
+TEST(pipelined_requests_wait_for_a_slow_reader)
+{
+    enum { N = 400 };
+    struct fx f;
+    struct cli c;
+    struct http_server_config cfg = {.max_output_bytes = 256 << 10};
+    ASSERT_OK(fx_start(&f, &cfg));
+    ASSERT_OK(cli_open(&c, f.port));
+    /* 400 x 64 KiB of answers is far beyond the socket buffers: the server
+     * must stop taking requests until the client reads. */
+    for (int i = 0; i < N; i++)
+        ASSERT_OK(cli_sends(&c, "GET /big HTTP/1.1\r\nHost: x\r\n\r\n"));
+    usleep(200 * 1000);
+    int handled = fx_get(&f, &f.handled);
+    ASSERT_GT(handled, 0);
+    ASSERT_LT(handled, N);
+    /* Reading everything brings every answer, in full. */
+    size_t body_left = 0;
+    int got = 0;
+    char hdr[] = "HTTP/1.1 200 OK";
+    while (got < N) {
+        if (body_left > 0 && c.len > 0) {
+            size_t take = c.len < body_left ? c.len : body_left;
+            memmove(c.buf, c.buf + take, c.len - take);
+            c.len -= take;
+            c.buf[c.len] = 0;
+            body_left -= take;
+            if (body_left == 0)
+                got++;
+            continue;
+        }
+        if (body_left == 0 && c.len > 0) {
+            char *e = strstr(c.buf, "\r\n\r\n");
+            if (e != NULL) {
+                ASSERT(strncmp(c.buf, hdr, sizeof(hdr) - 1) == 0);
+                ASSERT(strstr(c.buf, "Content-Length: 65536\r\n") != NULL);
+                size_t h = (size_t)(e + 4 - c.buf);
+                memmove(c.buf, c.buf + h, c.len - h);
+                c.len -= h;
+                c.buf[c.len] = 0;
+                body_left = 64 << 10;
+                continue;
+            }
+        }
+        ASSERT(cli_fill(&c, 5000) > 0);
+    }
+    ASSERT_EQ(fx_get(&f, &f.handled), N);
+    cli_close(&c);
+    ASSERT_OK(fx_stop(&f));
+}
+
 TEST(shutdown_cancels_parked_requests)
 {
     struct fx f;
@@ -1068,6 +1122,7 @@ TEST_MAIN(TEST_ENTRY(simple_request_go_format), TEST_ENTRY(keep_alive_and_http10
           TEST_ENTRY(malformed_400_then_server_still_serves),
           TEST_ENTRY(client_disconnect_calls_close_cb),
           TEST_ENTRY(slow_reader_stream_is_cut),
+          TEST_ENTRY(pipelined_requests_wait_for_a_slow_reader),
           TEST_ENTRY(shutdown_cancels_parked_requests),
           TEST_ENTRY(many_parked_connections),
           TEST_ENTRY(half_close_still_answers),
