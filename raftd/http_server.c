@@ -1194,8 +1194,8 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
             return;
         }
         if (c->in.len > 0) {
-            /* Answer the complete pipelined requests first. */
-            c->close_after = 0;
+            /* Answer the complete pipelined requests first (unless the
+             * connection is already closing after an answer). */
             schedule_ready(c);
             return;
         }
