@@ -114,4 +114,82 @@ uint64_t raftd_cluster_id(const uint64_t *ids, size_t n);
 /* SHA-1 of len bytes into out[20]; used by the two ids above. */
 void raftd_sha1(const void *data, size_t len, unsigned char out[20]);
 
+/* ---- the member --------------------------------------------------------
+ * A struct raftd is one cluster member on a libuv loop: storage (WAL and
+ * snapshots under data_dir/member), the Raft core, the v2 store and the
+ * client HTTP listeners. Every call below is made on the loop thread.
+ * Several members may live in one process (no globals). */
+
+struct uv_loop_s;
+struct store;
+struct store_event;
+struct store_error;
+struct store_request;
+struct raftd;
+
+/* Open (or create) the data dir, load the newest snapshot and replay the
+ * WAL, build the Raft core. Blocking disk I/O (startup only). cfg and log
+ * are borrowed until raftd_close's callback. On success *out is returned;
+ * release it with raftd_close. */
+int raftd_new(struct uv_loop_s *loop, const struct raftd_config *cfg,
+              const struct raftd_log *log, struct raftd **out);
+
+/* Start ticking, elect (at once when this is the only voter), listen on
+ * the client URLs. Returns 0 or a negative errno (e.g. -EADDRINUSE), after
+ * which only raftd_close is allowed. */
+int raftd_start(struct raftd *n);
+
+/* Stop listening, fail waiting requests with -ECANCELED, close the WAL
+ * (what is being written completes first), free everything; cb(arg) runs
+ * on the loop once every handle is closed (n is then freed). */
+void raftd_close(struct raftd *n, void (*cb)(void *arg), void *arg);
+
+/* The member's store, for local reads and watches from the loop (store.h).
+ * Borrowed; never mutate it directly: writes go through raftd_write. */
+struct store *raftd_store(struct raftd *n);
+uint64_t raftd_member_id_get(const struct raftd *n);
+uint64_t raftd_cluster_id_get(const struct raftd *n);
+
+/* A write through the log. cb runs exactly once (unless raftd_write
+ * returns an error): after the entry is durable and applied, with status
+ * 0 and ev (a store event, borrowed for the call; store_event_ref to keep)
+ * or err (an etcd v2 error, borrowed), or with a negative errno and both
+ * NULL (-ECANCELED on close, -EIO when the WAL failed). raft_index and
+ * raft_term are the X-Raft-Index/X-Raft-Term of the reply. */
+struct raftd_write_req;
+typedef void (*raftd_write_cb)(struct raftd_write_req *req, int status,
+                               struct store_event *ev,
+                               const struct store_error *err);
+struct raftd_write_req {
+    void *data; /* the caller's */
+    /* private */
+    struct raftd_write_req *next_;
+    uint64_t id_;
+    raftd_write_cb cb_;
+    int64_t start_ns_;
+};
+
+/* Propose r (borrowed for the call: it is encoded at once). The request's
+ * time is set to this member's clock now; r->expiration must already be
+ * absolute (now + ttl). req is caller-allocated and must live until cb.
+ * Returns 0, -EAGAIN (no leader yet: retry), -EIO (WAL failed), -ENOMEM. */
+int raftd_write(struct raftd *n, struct raftd_write_req *req,
+                const struct store_request *r, raftd_write_cb cb);
+
+/* A linearizable read point: cb runs once this member's store has applied
+ * everything committed when the read was asked (ReadIndex), with status 0;
+ * then read the store. -ECANCELED on close. */
+struct raftd_read_req;
+typedef void (*raftd_read_cb)(struct raftd_read_req *req, int status);
+struct raftd_read_req {
+    void *data;
+    /* private */
+    struct raftd_read_req *next_;
+    uint64_t ctx_;
+    uint64_t index_;
+    raftd_read_cb cb_;
+};
+int raftd_read_index(struct raftd *n, struct raftd_read_req *req,
+                     raftd_read_cb cb);
+
 #endif /* ETCFS_RAFTD_H */

@@ -1,0 +1,22 @@
+/* Shared helpers of the v2 HTTP API files (api.c, api_misc.c): Go-style
+ * error bodies, etcd's CORS headers and method checks. Internal. */
+#ifndef ETCFS_RAFTD_API_INT_H
+#define ETCFS_RAFTD_API_INT_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "node_int.h"
+
+void api_cors(struct http_request *req);
+void api_header_u64(struct http_request *req, const char *name, uint64_t v);
+void api_http_error(struct http_request *req, int status, const char *msg);
+void api_not_found(struct http_request *req);
+bool api_allow(struct http_request *req, const char *allow_list);
+void api_message_error(struct raftd *n, struct http_request *req, int status,
+                       const char *msg);
+/* Every endpoint but /v2/keys. path is clean (no redirect needed). */
+void api_misc(struct raftd *n, struct http_request *req, const char *path);
+void api_metrics_count(struct raftd *n, const char *method);
+
+#endif /* ETCFS_RAFTD_API_INT_H */

@@ -1,0 +1,240 @@
+/* The v2 endpoints other than /v2/keys, answer for answer like etcd 3.4:
+ * /v2/members, /v2/machines, /v2/stats/{self,leader,store}, /version,
+ * /health, /metrics, /v2/auth/enable; 404 for the rest. */
+#include <string.h>
+
+#include "api_int.h"
+
+static void json_reply(struct http_request *req, int status,
+                       const struct store_buf *b)
+{
+    http_response_add_header(req, "Content-Type", "application/json");
+    http_respond(req, status, b->data, b->len);
+}
+
+/* One member as httptypes.Member. */
+static int member_json(struct raftd *n, struct store_buf *b,
+                       const struct raftd_member_cfg *m, bool self)
+{
+    const struct raftd_config *cfg = n->cfg;
+    char id[24];
+    int rv;
+    snprintf(id, sizeof(id), "%llx", (unsigned long long)m->id);
+    rv = store_buf_append(b, "{\"id\":\"", 7);
+    if (rv == 0)
+        rv = store_buf_append(b, id, strlen(id));
+    if (rv == 0)
+        rv = store_buf_append(b, "\",\"name\":", 9);
+    if (rv == 0)
+        rv = store_json_string(b, m->name, strlen(m->name));
+    if (rv == 0)
+        rv = store_buf_append(b, ",\"peerURLs\":[", 13);
+    for (size_t i = 0; rv == 0 && i < m->peer_urls.n; i++) {
+        if (i)
+            rv = store_buf_append(b, ",", 1);
+        if (rv == 0)
+            rv = store_json_string(b, m->peer_urls.v[i],
+                                   strlen(m->peer_urls.v[i]));
+    }
+    if (rv == 0)
+        rv = store_buf_append(b, "],\"clientURLs\":[", 16);
+    for (size_t i = 0; self && rv == 0 && i < cfg->advertise_client_urls.n;
+         i++) {
+        const char *u = cfg->advertise_client_urls.v[i];
+        if (i)
+            rv = store_buf_append(b, ",", 1);
+        if (rv == 0)
+            rv = store_json_string(b, u, strlen(u));
+    }
+    if (rv == 0)
+        rv = store_buf_append(b, "]}", 2);
+    return rv;
+}
+
+/* The members this member knows: the initial cluster; on a restart with
+ * another command line, just itself. */
+static void members_list(struct raftd *n, const struct raftd_member_cfg **ms,
+                         size_t *count, struct raftd_member_cfg *self_buf)
+{
+    const struct raftd_config *cfg = n->cfg;
+    for (size_t i = 0; i < cfg->n_members; i++) {
+        if (cfg->members[i].id == n->member_id) {
+            *ms = cfg->members;
+            *count = cfg->n_members;
+            return;
+        }
+    }
+    self_buf->name = cfg->name;
+    self_buf->peer_urls = cfg->initial_advertise_peer_urls;
+    self_buf->id = n->member_id;
+    *ms = self_buf;
+    *count = 1;
+}
+
+static void api_members(struct raftd *n, struct http_request *req,
+                        const char *sub)
+{
+    struct store_buf *b = &n->scratch;
+    const struct raftd_member_cfg *ms;
+    struct raftd_member_cfg self_buf;
+    size_t count;
+    int rv = 0;
+
+    if (!api_allow(req, "GET,POST,DELETE,PUT"))
+        return;
+    http_response_add_header(req, "X-Etcd-Cluster-Id", n->cluster_id_hex);
+    if (strcmp(req->method, "GET") != 0) {
+        const char *ct = http_request_header(req, "Content-Type");
+        if (strcmp(req->method, "POST") == 0 || strcmp(req->method, "PUT") == 0) {
+            char ctype[128] = "";
+            if (ct) {
+                const char *semi = strchr(ct, ';');
+                size_t l = semi ? (size_t)(semi - ct) : strlen(ct);
+                if (l >= sizeof(ctype))
+                    l = sizeof(ctype) - 1;
+                memcpy(ctype, ct, l);
+                ctype[l] = '\0';
+                if (semi) {
+                    /* Go lower-cases and trims only when a ';' exists. */
+                    char *s = ctype, *e;
+                    for (char *c = ctype; *c; c++)
+                        if (*c >= 'A' && *c <= 'Z')
+                            *c = (char)(*c - 'A' + 'a');
+                    while (*s == ' ' || *s == '\t')
+                        s++;
+                    e = s + strlen(s);
+                    while (e > s && (e[-1] == ' ' || e[-1] == '\t'))
+                        *--e = '\0';
+                    memmove(ctype, s, strlen(s) + 1);
+                }
+            }
+            if (strcmp(ctype, "application/json") != 0) {
+                char msg[200];
+                snprintf(msg, sizeof(msg),
+                         "Bad Content-Type %s, accept application/json",
+                         ctype);
+                api_message_error(n, req, 415, msg);
+                return;
+            }
+        }
+        /* Membership changes arrive with multi-member support. */
+        api_message_error(n, req, 500,
+                          "membership changes are not supported by this "
+                          "single-member raftd yet");
+        return;
+    }
+    members_list(n, &ms, &count, &self_buf);
+    b->len = 0;
+    if (sub[0] == '\0') {
+        rv = store_buf_append(b, "{\"members\":[", 12);
+        for (size_t i = 0; rv == 0 && i < count; i++) {
+            if (i)
+                rv = store_buf_append(b, ",", 1);
+            if (rv == 0)
+                rv = member_json(n, b, &ms[i], ms[i].id == n->member_id);
+        }
+        if (rv == 0)
+            rv = store_buf_append(b, "]}\n", 3);
+    } else if (strcmp(sub, "leader") == 0) {
+        uint64_t lid = raft_leader(n->raft);
+        const struct raftd_member_cfg *lm = NULL;
+        for (size_t i = 0; i < count; i++)
+            if (ms[i].id == lid)
+                lm = &ms[i];
+        if (lid == 0 || lm == NULL) {
+            api_message_error(n, req, 503, "During election");
+            return;
+        }
+        rv = member_json(n, b, lm, lid == n->member_id);
+        if (rv == 0)
+            rv = store_buf_append(b, "\n", 1);
+    } else {
+        api_message_error(n, req, 404, "Not found");
+        return;
+    }
+    if (rv != 0) {
+        http_respond(req, 500, NULL, 0);
+        return;
+    }
+    json_reply(req, 200, b);
+}
+
+void api_misc(struct raftd *n, struct http_request *req, const char *path)
+{
+    struct store_buf *b = &n->scratch;
+    b->len = 0;
+
+    if (strcmp(path, "/v2/members") == 0) {
+        api_members(n, req, "");
+    } else if (strncmp(path, "/v2/members/", 12) == 0) {
+        api_members(n, req, path + 12);
+    } else if (strcmp(path, "/v2/machines") == 0) {
+        const struct raftd_urls *u = &n->cfg->advertise_client_urls;
+        if (!api_allow(req, "GET,HEAD"))
+            return;
+        for (size_t i = 0; i < u->n; i++) {
+            if (i)
+                store_buf_append(b, ", ", 2);
+            store_buf_append(b, u->v[i], strlen(u->v[i]));
+        }
+        http_respond(req, 200, b->data, b->len);
+    } else if (strcmp(path, "/v2/stats/store") == 0) {
+        if (!api_allow(req, "GET"))
+            return;
+        store_stats_json(n->store, b);
+        json_reply(req, 200, b);
+    } else if (strcmp(path, "/v2/stats/self") == 0) {
+        if (!api_allow(req, "GET"))
+            return;
+        stats_self_json(n, b);
+        json_reply(req, 200, b);
+    } else if (strcmp(path, "/v2/stats/leader") == 0) {
+        if (!api_allow(req, "GET"))
+            return;
+        if (raft_role(n->raft) != RAFT_LEADER) {
+            api_message_error(n, req, 403, "not current leader");
+            return;
+        }
+        stats_leader_json(n, b);
+        json_reply(req, 200, b);
+    } else if (strcmp(path, "/version") == 0) {
+        static const char v[] = "{\"etcdserver\":\"" RAFTD_VERSION
+                                "\",\"etcdcluster\":\"" RAFTD_CLUSTER_VERSION
+                                "\"}";
+        if (!api_allow(req, "GET"))
+            return;
+        http_response_add_header(req, "Content-Type", "application/json");
+        http_respond(req, 200, v, sizeof(v) - 1);
+    } else if (strcmp(path, "/health") == 0) {
+        static const char ok[] = "{\"health\":\"true\"}";
+        static const char bad[] = "{\"health\":\"false\"}";
+        bool healthy = raft_leader(n->raft) != 0 && !n->wal_error;
+        if (!api_allow(req, "GET"))
+            return;
+        if (healthy)
+            http_respond(req, 200, ok, sizeof(ok) - 1);
+        else
+            http_respond(req, 503, bad, sizeof(bad) - 1);
+    } else if (strcmp(path, "/metrics") == 0) {
+        if (metrics_render(n, b) != 0) {
+            http_respond(req, 500, NULL, 0);
+            return;
+        }
+        http_response_add_header(req, "Content-Type",
+                                 "text/plain; version=0.0.4; charset=utf-8");
+        http_respond(req, 200, b->data, b->len);
+    } else if (strcmp(path, "/v2/auth/enable") == 0) {
+        static const char off[] = "{\"enabled\":false}\n";
+        if (!api_allow(req, "GET,PUT,DELETE"))
+            return;
+        http_response_add_header(req, "X-Etcd-Cluster-Id", n->cluster_id_hex);
+        if (strcmp(req->method, "GET") != 0) {
+            api_message_error(n, req, 500, "auth is not supported by raftd");
+            return;
+        }
+        http_response_add_header(req, "Content-Type", "application/json");
+        http_respond(req, 200, off, sizeof(off) - 1);
+    } else {
+        api_not_found(req);
+    }
+}

@@ -1,0 +1,120 @@
+/* raftd: one etcd-v2-compatible cluster member. Parses etcd's command line,
+ * runs the member on a libuv loop in the foreground and shuts it down
+ * cleanly (WAL closed, in-flight writes finished) on SIGINT or SIGTERM. */
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <uv.h>
+
+#include "raftd.h"
+
+struct main_ctx {
+    struct raftd *node;
+    struct raftd_log log;
+    uv_signal_t sigint, sigterm;
+    int stopping;
+};
+
+static void main_node_closed(void *arg)
+{
+    struct main_ctx *m = arg;
+    m->node = NULL;
+    raftd_logf(&m->log, RAFTD_LOG_INFO, "raftd", "stopped");
+}
+
+static void main_stop(struct main_ctx *m, const char *why)
+{
+    if (m->stopping)
+        return;
+    m->stopping = 1;
+    raftd_logf(&m->log, RAFTD_LOG_INFO, "osutil",
+               "received %s signal, shutting down...", why);
+    uv_close((uv_handle_t *)&m->sigint, NULL);
+    uv_close((uv_handle_t *)&m->sigterm, NULL);
+    if (m->node)
+        raftd_close(m->node, main_node_closed, m);
+}
+
+static void main_signal_cb(uv_signal_t *h, int signum)
+{
+    main_stop(h->data, signum == SIGINT ? "interrupt" : "terminated");
+}
+
+int main(int argc, char **argv, char **envp)
+{
+    struct raftd_config cfg;
+    struct main_ctx m;
+    uv_loop_t loop;
+    char err[512];
+    int code = 1, rv;
+
+    memset(&m, 0, sizeof(m));
+    raftd_log_init(&m.log, stderr, RAFTD_LOG_INFO);
+    rv = raftd_config_parse(&cfg, argc, argv, envp, err, sizeof(err), &code);
+    if (rv != 0) {
+        if (code == 2) {
+            fprintf(stderr, "%s\n", err);
+            raftd_config_usage(stderr);
+        } else {
+            raftd_logf(&m.log, RAFTD_LOG_ERROR, "etcdmain",
+                       "error verifying flags, %s. See 'raftd --help'.", err);
+        }
+        raftd_config_free(&cfg);
+        return code;
+    }
+    if (cfg.print_help) {
+        raftd_config_usage(stdout);
+        raftd_config_free(&cfg);
+        return 0;
+    }
+    if (cfg.print_version) {
+        printf("etcd Version: %s\nGit SHA: etcfs raftd\nGo Version: none "
+               "(C11)\nGo OS/Arch: linux/amd64\n",
+               RAFTD_VERSION);
+        raftd_config_free(&cfg);
+        return 0;
+    }
+    m.log.level = cfg.log_level;
+    signal(SIGPIPE, SIG_IGN);
+    rv = uv_loop_init(&loop);
+    if (rv != 0) {
+        raftd_config_free(&cfg);
+        return 1;
+    }
+    raftd_logf(&m.log, RAFTD_LOG_INFO, "etcdmain",
+               "raftd (etcd v2 API %s) starting: name %s, data dir %s",
+               RAFTD_VERSION, cfg.name, cfg.data_dir);
+    code = 0;
+    rv = raftd_new(&loop, &cfg, &m.log, &m.node);
+    if (rv != 0) {
+        raftd_logf(&m.log, RAFTD_LOG_FATAL, "etcdmain",
+                   "cannot start member: %s", strerror(-rv));
+        code = 1;
+        goto out_loop;
+    }
+    uv_signal_init(&loop, &m.sigint);
+    uv_signal_init(&loop, &m.sigterm);
+    m.sigint.data = m.sigterm.data = &m;
+    uv_signal_start(&m.sigint, main_signal_cb, SIGINT);
+    uv_signal_start(&m.sigterm, main_signal_cb, SIGTERM);
+    rv = raftd_start(m.node);
+    if (rv != 0) {
+        raftd_logf(&m.log, RAFTD_LOG_FATAL, "etcdmain",
+                   "cannot serve: %s", strerror(-rv));
+        code = 1;
+        m.stopping = 1;
+        uv_close((uv_handle_t *)&m.sigint, NULL);
+        uv_close((uv_handle_t *)&m.sigterm, NULL);
+        raftd_close(m.node, main_node_closed, &m);
+    }
+    uv_run(&loop, UV_RUN_DEFAULT);
+out_loop:
+    if (uv_loop_close(&loop) != 0) {
+        uv_run(&loop, UV_RUN_DEFAULT);
+        uv_loop_close(&loop);
+    }
+    raftd_config_free(&cfg);
+    return code;
+}

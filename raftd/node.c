@@ -1,0 +1,1190 @@
+/* The node loop: one member on a libuv loop. Proposals become Raft entries;
+ * every ready batch's entries go to the WAL in ONE append (group commit, one
+ * fdatasync per batch); committed entries are applied to the store with the
+ * time carried in the entry and answer their waiters by request id. Also
+ * startup (snapshot load + WAL replay), SYNC/TTL proposals, snapshots and
+ * WAL purge, linearizable reads (ReadIndex) and the orderly close. */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+
+#include "node_int.h"
+#include "request.pb-c.h"
+
+/* ---- small helpers --------------------------------------------------- */
+
+int64_t node_now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+static double mono_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+uint64_t node_raft_index(const struct raftd *n)
+{
+    return raft_commit_index(n->raft);
+}
+
+uint64_t node_raft_term(const struct raftd *n)
+{
+    return raft_current_term(n->raft);
+}
+
+struct store *raftd_store(struct raftd *n)
+{
+    return n->store;
+}
+
+uint64_t raftd_member_id_get(const struct raftd *n)
+{
+    return n->member_id;
+}
+
+uint64_t raftd_cluster_id_get(const struct raftd *n)
+{
+    return n->cluster_id;
+}
+
+static char *path_join(const char *a, const char *b)
+{
+    size_t la = strlen(a), lb = strlen(b);
+    char *p = malloc(la + lb + 2);
+    if (p == NULL)
+        return NULL;
+    memcpy(p, a, la);
+    p[la] = '/';
+    memcpy(p + la + 1, b, lb + 1);
+    return p;
+}
+
+static int mkdir_one(const char *path)
+{
+    if (mkdir(path, 0700) == 0 || errno == EEXIST)
+        return 0;
+    return -errno;
+}
+
+static void wal_log_bridge(void *data, enum wal_log_level level,
+                           const char *msg)
+{
+    struct raftd *n = data;
+    static const enum raftd_log_level map[] = {
+        RAFTD_LOG_DEBUG, RAFTD_LOG_INFO, RAFTD_LOG_WARN, RAFTD_LOG_ERROR};
+    raftd_logf(&n->log, map[level <= WAL_LOG_ERROR ? level : WAL_LOG_ERROR],
+               "wal", "%s", msg);
+}
+
+static void snap_log_bridge(void *data, enum snap_log_level level,
+                            const char *msg)
+{
+    struct raftd *n = data;
+    static const enum raftd_log_level map[] = {RAFTD_LOG_INFO, RAFTD_LOG_WARN,
+                                               RAFTD_LOG_ERROR};
+    raftd_logf(&n->log,
+               map[level <= SNAP_LOG_ERROR ? level : SNAP_LOG_ERROR], "snap",
+               "%s", msg);
+}
+
+/* ---- waiters ---------------------------------------------------------- */
+
+static void waiter_insert(struct raftd *n, struct raftd_write_req *req)
+{
+    size_t b = (size_t)(req->id_ & (NODE_WAITER_BUCKETS - 1));
+    req->next_ = n->waiters[b];
+    n->waiters[b] = req;
+    n->n_waiters++;
+}
+
+static struct raftd_write_req *waiter_take(struct raftd *n, uint64_t id)
+{
+    size_t b = (size_t)(id & (NODE_WAITER_BUCKETS - 1));
+    for (struct raftd_write_req **p = &n->waiters[b]; *p; p = &(*p)->next_) {
+        if ((*p)->id_ == id) {
+            struct raftd_write_req *req = *p;
+            *p = req->next_;
+            n->n_waiters--;
+            return req;
+        }
+    }
+    return NULL;
+}
+
+static void waiters_fail_all(struct raftd *n, int status)
+{
+    for (size_t b = 0; b < NODE_WAITER_BUCKETS; b++) {
+        while (n->waiters[b]) {
+            struct raftd_write_req *req = n->waiters[b];
+            n->waiters[b] = req->next_;
+            n->n_waiters--;
+            n->metrics.proposals_failed++;
+            req->cb_(req, status, NULL, NULL);
+        }
+    }
+}
+
+static void reads_fail_all(struct raftd *n, int status)
+{
+    struct raftd_read_req *lists[2] = {n->reads_asked, n->reads_ready};
+    n->reads_asked = n->reads_ready = NULL;
+    for (int i = 0; i < 2; i++) {
+        while (lists[i]) {
+            struct raftd_read_req *r = lists[i];
+            lists[i] = r->next_;
+            r->cb_(r, status);
+        }
+    }
+}
+
+/* ---- proposals -------------------------------------------------------- */
+
+static const char *const method_names[] = {"PUT",  "POST", "DELETE", "QGET",
+                                           "GET",  "SYNC", "RENAME"};
+
+/* Encode r as a raftd Request with id and time, and propose it. */
+static int node_propose(struct raftd *n, const struct store_request *r,
+                        uint64_t id, int64_t now)
+{
+    Etcfs__Request pb = ETCFS__REQUEST__INIT;
+    unsigned char stackbuf[2048], *buf = stackbuf;
+    size_t len;
+    int rv;
+
+    if ((unsigned)r->method >= sizeof(method_names) / sizeof(method_names[0]))
+        return -EINVAL;
+    pb.has_id = 1;
+    pb.id = id;
+    pb.method = (char *)method_names[r->method];
+    pb.path = (char *)(r->path ? r->path : "");
+    if (r->val_len > 0) {
+        pb.has_val = 1;
+        pb.val.data = (uint8_t *)r->val;
+        pb.val.len = r->val_len;
+    }
+    if (r->dir)
+        pb.has_dir = 1, pb.dir = 1;
+    if (r->prev_value_len > 0) {
+        pb.has_prev_value = 1;
+        pb.prev_value.data = (uint8_t *)r->prev_value;
+        pb.prev_value.len = r->prev_value_len;
+    }
+    if (r->prev_index)
+        pb.has_prev_index = 1, pb.prev_index = r->prev_index;
+    if (r->prev_exist >= 0)
+        pb.has_prev_exist = 1, pb.prev_exist = r->prev_exist != 0;
+    if (r->expiration)
+        pb.has_expiration = 1, pb.expiration = r->expiration;
+    if (r->recursive)
+        pb.has_recursive = 1, pb.recursive = 1;
+    if (r->sorted)
+        pb.has_sorted = 1, pb.sorted = 1;
+    if (r->refresh)
+        pb.has_refresh = 1, pb.refresh = 1;
+    pb.has_time = 1;
+    pb.time = now;
+    if (r->new_path)
+        pb.new_path = (char *)r->new_path;
+
+    len = etcfs__request__get_packed_size(&pb);
+    if (len > sizeof(stackbuf)) {
+        buf = malloc(len);
+        if (buf == NULL)
+            return -ENOMEM;
+    }
+    etcfs__request__pack(&pb, buf);
+    rv = raft_propose(n->raft, RAFT_ENTRY_NORMAL, buf, len, NULL, NULL);
+    if (buf != stackbuf)
+        free(buf);
+    return rv;
+}
+
+int raftd_write(struct raftd *n, struct raftd_write_req *req,
+                const struct store_request *r, raftd_write_cb cb)
+{
+    int rv;
+    if (n->closing)
+        return -ECANCELED;
+    if (n->wal_error)
+        return -EIO;
+    req->id_ = ++n->next_req_id;
+    req->cb_ = cb;
+    req->start_ns_ = node_now_ns();
+    rv = node_propose(n, r, req->id_, req->start_ns_);
+    if (rv != 0) {
+        if (rv == -RAFT_ENOTLEADER || rv == -RAFT_ENOLEADER ||
+            rv == -RAFT_ETRANSFER)
+            return -EAGAIN;
+        return rv < 0 && rv > -4096 ? rv : -EIO;
+    }
+    waiter_insert(n, req);
+    return 0;
+}
+
+int raftd_read_index(struct raftd *n, struct raftd_read_req *req,
+                     raftd_read_cb cb)
+{
+    int rv;
+    if (n->closing)
+        return -ECANCELED;
+    req->ctx_ = ++n->next_read_ctx;
+    req->cb_ = cb;
+    req->index_ = 0;
+    rv = raft_read_index(n->raft, req->ctx_);
+    if (rv != 0)
+        return rv == -RAFT_ENOLEADER ? -EAGAIN : (rv > -4096 ? rv : -EIO);
+    req->next_ = n->reads_asked;
+    n->reads_asked = req;
+    return 0;
+}
+
+/* Internal writes (member attributes, cluster version, SYNC): no waiter. */
+static void node_propose_internal(struct raftd *n,
+                                  const struct store_request *r)
+{
+    int rv = node_propose(n, r, 0, node_now_ns());
+    if (rv != 0)
+        raftd_logf(&n->log, RAFTD_LOG_WARN, "raftd",
+                   "internal proposal %s %s failed: %s",
+                   method_names[r->method], r->path ? r->path : "",
+                   raft_strerror(rv));
+}
+
+/* etcd's first entries after a fresh start put the member's raft
+ * attributes, its published attributes and the cluster version into the
+ * store's internal tree, so its first user key gets index 4. We do the same
+ * under the hidden "/_etcfs" directory so indexes match etcd's answer for
+ * answer; after a restart etcd publishes the attributes again, and so do
+ * we. */
+static void node_publish(struct raftd *n)
+{
+    const struct raftd_config *cfg = n->cfg;
+    struct store_request r;
+    char path[96];
+    struct store_buf b;
+
+    store_buf_init(&b);
+    memset(&r, 0, sizeof(r));
+    r.method = STORE_METHOD_PUT;
+    r.prev_exist = -1;
+    if (n->fresh) {
+        store_buf_append(&b, "{\"peerURLs\":[", 13);
+        for (size_t i = 0; i < cfg->initial_advertise_peer_urls.n; i++) {
+            const char *u = cfg->initial_advertise_peer_urls.v[i];
+            if (i)
+                store_buf_append(&b, ",", 1);
+            store_json_string(&b, u, strlen(u));
+        }
+        store_buf_append(&b, "]}", 2);
+        snprintf(path, sizeof(path), "/_etcfs/members/%s/raftAttributes",
+                 n->member_id_hex);
+        r.path = path;
+        r.val = b.data;
+        r.val_len = b.len;
+        node_propose_internal(n, &r);
+        b.len = 0;
+    }
+    store_buf_append(&b, "{\"name\":", 8);
+    store_json_string(&b, cfg->name, strlen(cfg->name));
+    store_buf_append(&b, ",\"clientURLs\":[", 15);
+    for (size_t i = 0; i < cfg->advertise_client_urls.n; i++) {
+        const char *u = cfg->advertise_client_urls.v[i];
+        if (i)
+            store_buf_append(&b, ",", 1);
+        store_json_string(&b, u, strlen(u));
+    }
+    store_buf_append(&b, "]}", 2);
+    snprintf(path, sizeof(path), "/_etcfs/members/%s/attributes",
+             n->member_id_hex);
+    r.path = path;
+    r.val = b.data;
+    r.val_len = b.len;
+    node_propose_internal(n, &r);
+    if (n->fresh) {
+        r.path = "/_etcfs/version";
+        r.val = RAFTD_CLUSTER_VERSION;
+        r.val_len = strlen(RAFTD_CLUSTER_VERSION);
+        node_propose_internal(n, &r);
+    }
+    store_buf_free(&b);
+    n->published = true;
+    raftd_logf(&n->log, RAFTD_LOG_INFO, "raftd",
+               "published {Name:%s ClientURLs:[%s]} to cluster %s",
+               cfg->name,
+               cfg->advertise_client_urls.n ? cfg->advertise_client_urls.v[0]
+                                            : "",
+               n->cluster_id_hex);
+}
+
+/* ---- persistence ------------------------------------------------------ */
+
+struct node_batch {
+    struct wal_append_req req;
+    struct raftd *n;
+    raft_index persist_index;
+    raft_term persist_term;
+    double start;
+};
+
+static void node_batch_cb(struct wal_append_req *req, int status)
+{
+    struct node_batch *b = req->data;
+    struct raftd *n = b->n;
+
+    n->batches_in_flight--;
+    if (status != 0) {
+        if (status != WAL_ECANCELED && !n->wal_error) {
+            raftd_logf(&n->log, RAFTD_LOG_ERROR, "raftd",
+                       "WAL append failed: %s (%s); refusing writes",
+                       strerror(-status), wal_last_error(n->wal));
+            n->wal_error = status;
+            waiters_fail_all(n, -EIO);
+        }
+    } else if (!n->closing) {
+        metrics_observe(&n->metrics.fsync_latency, mono_s() - b->start);
+        raft_persisted(n->raft, b->persist_index, b->persist_term);
+    }
+    free(b);
+}
+
+static int node_persist(struct raftd *n, const struct raft_ready *rd)
+{
+    struct wal_entry stackents[64], *ents = stackents;
+    struct wal_hard_state hs;
+    struct node_batch *b;
+    int rv;
+
+    if (rd->n_entries == 0 && !rd->has_hard_state) {
+        if (rd->persist_index)
+            raft_persisted(n->raft, rd->persist_index, rd->persist_term);
+        return 0;
+    }
+    if (n->wal_error)
+        return n->wal_error;
+    b = malloc(sizeof(*b));
+    if (b == NULL)
+        return -ENOMEM;
+    if (rd->n_entries > sizeof(stackents) / sizeof(stackents[0])) {
+        ents = malloc(rd->n_entries * sizeof(*ents));
+        if (ents == NULL) {
+            free(b);
+            return -ENOMEM;
+        }
+    }
+    for (size_t i = 0; i < rd->n_entries; i++) {
+        ents[i].term = rd->entries[i].term;
+        ents[i].index = rd->entries[i].index;
+        ents[i].type = (uint32_t)rd->entries[i].type;
+        ents[i].data = rd->entries[i].data;
+        ents[i].len = rd->entries[i].len;
+    }
+    hs.term = rd->hard_state.term;
+    hs.vote = rd->hard_state.vote;
+    hs.commit = rd->hard_state.commit;
+    b->req.data = b;
+    b->n = n;
+    b->persist_index = rd->persist_index;
+    b->persist_term = rd->persist_term;
+    b->start = mono_s();
+    rv = wal_append(n->wal, &b->req, rd->has_hard_state ? &hs : NULL, ents,
+                    rd->n_entries, node_batch_cb);
+    if (ents != stackents)
+        free(ents);
+    if (rv != 0) {
+        free(b);
+        return rv;
+    }
+    n->batches_in_flight++;
+    n->metrics.wal_batches++;
+    n->metrics.wal_entries += rd->n_entries;
+    return 0;
+}
+
+/* ---- apply ------------------------------------------------------------ */
+
+static void node_maybe_snapshot(struct raftd *n);
+
+static void node_apply_one(struct raftd *n, const struct raft_entry *e)
+{
+    Etcfs__Request *rq;
+    struct store_request sr;
+    struct store_event *ev = NULL;
+    struct store_error err;
+    struct raftd_write_req *w = NULL;
+    int method, rv;
+
+    if (e->type != RAFT_ENTRY_NORMAL || e->len == 0)
+        return; /* conf changes: single member for now; leader no-ops */
+    rq = etcfs__request__unpack(NULL, e->len, e->data);
+    if (rq == NULL) {
+        raftd_logf(&n->log, RAFTD_LOG_ERROR, "raftd",
+                   "entry %llu: undecodable request, skipped",
+                   (unsigned long long)e->index);
+        return;
+    }
+    method = rq->method ? store_method_parse(rq->method) : -EINVAL;
+    if (rq->has_id && rq->id)
+        w = waiter_take(n, rq->id);
+    if (method < 0) {
+        raftd_logf(&n->log, RAFTD_LOG_ERROR, "raftd",
+                   "entry %llu: unknown method %s",
+                   (unsigned long long)e->index,
+                   rq->method ? rq->method : "(none)");
+        if (w)
+            w->cb_(w, -EINVAL, NULL, NULL);
+        etcfs__request__free_unpacked(rq, NULL);
+        return;
+    }
+    memset(&sr, 0, sizeof(sr));
+    memset(&err, 0, sizeof(err));
+    sr.method = (enum store_method)method;
+    sr.path = rq->path ? rq->path : "/";
+    sr.val = rq->has_val ? rq->val.data : NULL;
+    sr.val_len = rq->has_val ? rq->val.len : 0;
+    sr.dir = rq->has_dir && rq->dir;
+    sr.prev_value = rq->has_prev_value ? rq->prev_value.data : NULL;
+    sr.prev_value_len = rq->has_prev_value ? rq->prev_value.len : 0;
+    sr.prev_index = rq->has_prev_index ? rq->prev_index : 0;
+    sr.prev_exist = rq->has_prev_exist ? (rq->prev_exist ? 1 : 0) : -1;
+    sr.expiration = rq->has_expiration ? rq->expiration : 0;
+    sr.recursive = rq->has_recursive && rq->recursive;
+    sr.sorted = rq->has_sorted && rq->sorted;
+    sr.refresh = rq->has_refresh && rq->refresh;
+    sr.time = rq->has_time ? rq->time : 0;
+    sr.new_path = rq->new_path;
+    rv = store_apply(n->store, &sr, sr.time, &ev, &err);
+    if (w) {
+        double lat = (double)(node_now_ns() - w->start_ns_) / 1e9;
+        metrics_observe(&n->metrics.put_latency, lat > 0 ? lat : 0);
+        n->metrics.proposals_committed++;
+        if (rv == 0)
+            w->cb_(w, 0, ev, NULL);
+        else if (rv == STORE_EV2)
+            w->cb_(w, 0, NULL, &err);
+        else
+            w->cb_(w, rv, NULL, NULL);
+    }
+    if (ev)
+        store_event_unref(ev);
+    store_error_clear(&err);
+    etcfs__request__free_unpacked(rq, NULL);
+}
+
+static void node_serve_reads(struct raftd *n)
+{
+    raft_index applied = raft_applied_index(n->raft);
+    struct raftd_read_req **p = &n->reads_ready;
+    while (*p) {
+        struct raftd_read_req *r = *p;
+        if (r->index_ <= applied) {
+            *p = r->next_;
+            r->cb_(r, 0);
+        } else {
+            p = &r->next_;
+        }
+    }
+}
+
+static void node_read_states(struct raftd *n, const struct raft_ready *rd)
+{
+    for (size_t i = 0; i < rd->n_read_states; i++) {
+        const struct raft_read_state *rs = &rd->read_states[i];
+        for (struct raftd_read_req **p = &n->reads_asked; *p;
+             p = &(*p)->next_) {
+            if ((*p)->ctx_ == rs->ctx) {
+                struct raftd_read_req *r = *p;
+                *p = r->next_;
+                r->index_ = rs->index;
+                r->next_ = n->reads_ready;
+                n->reads_ready = r;
+                break;
+            }
+        }
+    }
+}
+
+static void node_track_leader(struct raftd *n, const struct raft_ready *rd)
+{
+    if (rd->leader != n->last_leader) {
+        n->last_leader = rd->leader;
+        n->leader_start_ns = node_now_ns();
+        if (rd->leader)
+            raftd_logf(&n->log, RAFTD_LOG_INFO, "raft",
+                       "raft.node: %s elected leader %016llx at term %llu",
+                       n->member_id_hex, (unsigned long long)rd->leader,
+                       (unsigned long long)rd->term);
+        else
+            raftd_logf(&n->log, RAFTD_LOG_INFO, "raft",
+                       "raft.node: %s lost leader at term %llu",
+                       n->member_id_hex, (unsigned long long)rd->term);
+    }
+}
+
+static void node_process(struct raftd *n)
+{
+    while (!n->closing && raft_has_ready(n->raft)) {
+        struct raft_ready rd;
+        double t0;
+        int rv;
+
+        memset(&rd, 0, sizeof(rd));
+        if (raft_ready(n->raft, &rd) != 0)
+            break;
+        node_track_leader(n, &rd);
+        /* Messages: no peer transport yet (single member); the core sends
+         * none to a cluster of one. */
+        rv = node_persist(n, &rd);
+        if (rv != 0 && !n->wal_error) {
+            raftd_logf(&n->log, RAFTD_LOG_ERROR, "raftd",
+                       "WAL append refused: %s", strerror(-rv));
+            n->wal_error = rv;
+            waiters_fail_all(n, -EIO);
+        }
+        t0 = mono_s();
+        for (size_t i = 0; i < rd.n_committed; i++)
+            node_apply_one(n, &rd.committed[i]);
+        if (rd.n_committed) {
+            raft_applied(n->raft, rd.committed[rd.n_committed - 1].index);
+            metrics_observe(&n->metrics.apply_latency, mono_s() - t0);
+        }
+        node_read_states(n, &rd);
+        raft_ready_free(&rd);
+    }
+    if (n->closing)
+        return;
+    if (n->reads_ready)
+        node_serve_reads(n);
+    if (!n->published && raft_role(n->raft) == RAFT_LEADER &&
+        raft_applied_index(n->raft) >= n->start_applied)
+        node_publish(n);
+    node_maybe_snapshot(n);
+}
+
+static void node_check_cb(uv_check_t *h)
+{
+    node_process(h->data);
+}
+
+static void node_tick_cb(uv_timer_t *t)
+{
+    struct raftd *n = t->data;
+    raft_tick(n->raft);
+}
+
+/* Propose a SYNC carrying our clock when a TTL is due (etcd proposes one
+ * every 500 ms while any TTL key exists; we only when one has expired,
+ * which expires the same keys at the same index and keeps the log quiet). */
+static void node_sync_cb(uv_timer_t *t)
+{
+    struct raftd *n = t->data;
+    struct store_request r;
+    int64_t next, now;
+
+    if (n->closing || raft_role(n->raft) != RAFT_LEADER ||
+        !store_has_ttl_keys(n->store))
+        return;
+    next = store_next_expiration(n->store);
+    now = node_now_ns();
+    if (next == 0 || next > now)
+        return;
+    memset(&r, 0, sizeof(r));
+    r.method = STORE_METHOD_SYNC;
+    r.path = "";
+    r.prev_exist = -1;
+    r.time = now;
+    node_propose_internal(n, &r);
+}
+
+/* ---- snapshots -------------------------------------------------------- */
+
+struct snap_job {
+    uv_work_t work;
+    struct raftd *n;
+    struct store_buf image;
+    uint64_t term, index;
+    unsigned char meta[8 + 8 + 4 + 8 * RAFT_MAX_VOTERS];
+    size_t meta_len;
+    int status;
+    struct wal_append_req req;
+};
+
+static void put_le64(unsigned char *p, uint64_t v)
+{
+    for (int i = 0; i < 8; i++)
+        p[i] = (unsigned char)(v >> (8 * i));
+}
+
+static uint64_t get_le64(const unsigned char *p)
+{
+    uint64_t v = 0;
+    for (int i = 7; i >= 0; i--)
+        v = v << 8 | p[i];
+    return v;
+}
+
+/* Snapshot meta blob: le64 index, le64 term, le32 n_voters, le64 voters. */
+static size_t meta_encode(const struct raft_snapshot_meta *m,
+                          unsigned char *out)
+{
+    put_le64(out, m->index);
+    put_le64(out + 8, m->term);
+    for (int i = 0; i < 4; i++)
+        out[16 + i] = (unsigned char)(m->conf.n_voters >> (8 * i));
+    for (unsigned i = 0; i < m->conf.n_voters; i++)
+        put_le64(out + 20 + 8 * i, m->conf.voters[i]);
+    return 20 + 8 * (size_t)m->conf.n_voters;
+}
+
+static int meta_decode(const unsigned char *p, size_t len,
+                       struct raft_snapshot_meta *m)
+{
+    uint32_t nv = 0;
+    memset(m, 0, sizeof(*m));
+    if (len < 20)
+        return -EBADMSG;
+    m->index = get_le64(p);
+    m->term = get_le64(p + 8);
+    for (int i = 3; i >= 0; i--)
+        nv = nv << 8 | p[16 + i];
+    if (nv > RAFT_MAX_VOTERS || len != 20 + 8 * (size_t)nv)
+        return -EBADMSG;
+    m->conf.n_voters = nv;
+    for (unsigned i = 0; i < nv; i++)
+        m->conf.voters[i] = get_le64(p + 20 + 8 * i);
+    return 0;
+}
+
+static int buf_write_cb(void *data, const void *buf, size_t len)
+{
+    return store_buf_append(data, buf, len);
+}
+
+static void snap_work_cb(uv_work_t *w)
+{
+    struct snap_job *job = w->data;
+    struct snap_writer *sw;
+    int rv = snap_writer_new(&job->n->snap_opts, job->term, job->index,
+                             job->meta, job->meta_len, &sw);
+    if (rv == 0) {
+        rv = snap_writer_write(sw, job->image.data, job->image.len);
+        if (rv == 0)
+            rv = snap_writer_commit(sw);
+        else
+            snap_writer_abort(sw);
+    }
+    job->status = rv;
+}
+
+static void node_close_continue(struct raftd *n);
+
+static void snap_done(struct raftd *n, struct snap_job *job)
+{
+    n->snap_in_progress = false;
+    store_buf_free(&job->image);
+    free(job);
+    if (n->closing)
+        node_close_continue(n);
+}
+
+static void snap_marker_cb(struct wal_append_req *req, int status)
+{
+    struct snap_job *job = req->data;
+    struct raftd *n = job->n;
+    if (status == 0 && !n->closing) {
+        int purged = wal_purge(n->wal, job->index, n->cfg->max_wals);
+        uint64_t keep = job->index > NODE_SNAPSHOT_CATCHUP
+                            ? job->index - NODE_SNAPSHOT_CATCHUP
+                            : 0;
+        if (purged < 0)
+            raftd_logf(&n->log, RAFTD_LOG_WARN, "raftd",
+                       "WAL purge failed: %s", strerror(-purged));
+        else if (purged > 0)
+            raftd_logf(&n->log, RAFTD_LOG_INFO, "raftd",
+                       "purged %d WAL file(s)", purged);
+        if (keep)
+            raft_compact(n->raft, keep);
+        n->snap_index = job->index;
+        n->metrics.snapshots++;
+        raftd_logf(&n->log, RAFTD_LOG_INFO, "raftd",
+                   "saved snapshot at index %llu",
+                   (unsigned long long)job->index);
+    }
+    snap_done(n, job);
+}
+
+static void snap_after_cb(uv_work_t *w, int status)
+{
+    struct snap_job *job = w->data;
+    struct raftd *n = job->n;
+    struct wal_snapshot ws;
+
+    if (status == 0)
+        status = job->status;
+    store_buf_free(&job->image);
+    if (status != 0 || n->closing) {
+        if (status != 0)
+            raftd_logf(&n->log, RAFTD_LOG_ERROR, "raftd",
+                       "snapshot at index %llu failed: %s",
+                       (unsigned long long)job->index, strerror(-status));
+        snap_done(n, job);
+        return;
+    }
+    ws.term = job->term;
+    ws.index = job->index;
+    job->req.data = job;
+    status = wal_save_snapshot(n->wal, &job->req, &ws, snap_marker_cb);
+    if (status != 0) {
+        raftd_logf(&n->log, RAFTD_LOG_ERROR, "raftd",
+                   "snapshot marker at index %llu failed: %s",
+                   (unsigned long long)job->index, strerror(-status));
+        snap_done(n, job);
+    }
+}
+
+/* etcd snapshots once applied - last snapshot > --snapshot-count. The
+ * store image is serialised on the loop (a consistent cut, no locking);
+ * compression and the fsyncs happen on a worker thread. */
+static void node_maybe_snapshot(struct raftd *n)
+{
+    raft_index applied = raft_applied_index(n->raft);
+    struct raft_snapshot_meta sm;
+    struct snap_job *job;
+    int rv;
+
+    if (n->snap_in_progress || n->wal_error || applied <= n->snap_index ||
+        applied - n->snap_index <= n->cfg->snapshot_count)
+        return;
+    if (raft_snapshot_meta(n->raft, applied, &sm) != 0)
+        return;
+    job = calloc(1, sizeof(*job));
+    if (job == NULL)
+        return;
+    job->n = n;
+    job->work.data = job;
+    job->term = sm.term;
+    job->index = sm.index;
+    job->meta_len = meta_encode(&sm, job->meta);
+    store_buf_init(&job->image);
+    rv = store_save(n->store, buf_write_cb, &job->image);
+    if (rv == 0)
+        rv = uv_queue_work(n->loop, &job->work, snap_work_cb, snap_after_cb);
+    if (rv != 0) {
+        raftd_logf(&n->log, RAFTD_LOG_ERROR, "raftd",
+                   "snapshot at index %llu not started: %s",
+                   (unsigned long long)sm.index, strerror(-rv));
+        store_buf_free(&job->image);
+        free(job);
+        /* Do not retry on every loop turn. */
+        n->snap_index = applied;
+        return;
+    }
+    n->snap_in_progress = true;
+}
+
+/* ---- startup ---------------------------------------------------------- */
+
+static void raft_cfg_fill(struct raftd *n, struct raft_config *rc,
+                          raft_id *voters, size_t *nv)
+{
+    const struct raftd_config *cfg = n->cfg;
+    memset(rc, 0, sizeof(*rc));
+    rc->id = n->member_id;
+    rc->heartbeat_tick = 1;
+    rc->election_tick = cfg->heartbeat_ms ? cfg->election_ms / cfg->heartbeat_ms
+                                          : 10;
+    if (rc->election_tick < 2)
+        rc->election_tick = 2;
+    rc->seed = n->member_id ^ (uint64_t)node_now_ns();
+    rc->pre_vote = false;
+    rc->check_quorum = cfg->n_members > 1;
+    *nv = 0;
+    for (size_t i = 0; i < cfg->n_members && *nv < RAFT_MAX_VOTERS; i++)
+        voters[(*nv)++] = cfg->members[i].id;
+    if (*nv == 0 || n->member_id != cfg->member_id) {
+        /* Restarted with a data dir from another command line: the
+         * member the WAL names is the cluster. */
+        voters[0] = n->member_id;
+        *nv = 1;
+    }
+    rc->voters = voters;
+    rc->n_voters = *nv;
+}
+
+static int node_restore(struct raftd *n, const struct wal_options *wo)
+{
+    struct raft_snapshot_meta sm;
+    struct wal_snapshot ws = {0, 0};
+    struct wal_read_result res;
+    struct snap_reader *sr = NULL;
+    struct raft_config rc;
+    struct raft_entry *ents = NULL;
+    raft_id voters[RAFT_MAX_VOTERS];
+    struct raft_hard_state hs;
+    size_t nv;
+    int rv;
+
+    memset(&sm, 0, sizeof(sm));
+    memset(&res, 0, sizeof(res));
+    rv = snap_reader_open(&n->snap_opts, &sr);
+    if (rv == 0) {
+        size_t ml;
+        const void *meta = snap_reader_meta(sr, &ml);
+        rv = meta_decode(meta, ml, &sm);
+        if (rv == 0)
+            rv = store_load(n->store, snap_read_cb, sr);
+        if (rv != 0)
+            raftd_logf(&n->log, RAFTD_LOG_ERROR, "raftd",
+                       "loading snapshot %s: %s", snap_reader_path(sr),
+                       strerror(-rv));
+        snap_reader_free(sr);
+        if (rv != 0)
+            return rv;
+        ws.term = sm.term;
+        ws.index = sm.index;
+        raftd_logf(&n->log, RAFTD_LOG_INFO, "raftd",
+                   "recovered store from snapshot at index %llu",
+                   (unsigned long long)sm.index);
+    } else if (rv != -ENOENT) {
+        raftd_logf(&n->log, RAFTD_LOG_ERROR, "raftd",
+                   "opening snapshot: %s", strerror(-rv));
+        return rv;
+    }
+    rv = wal_open(&n->wal, n->wal_dir, wo);
+    if (rv != 0) {
+        raftd_logf(&n->log, RAFTD_LOG_ERROR, "raftd", "opening WAL %s: %s",
+                   n->wal_dir, strerror(-rv));
+        return rv;
+    }
+    rv = wal_read_all(n->wal, ws.index ? &ws : NULL, &res);
+    if (rv != 0) {
+        raftd_logf(&n->log, RAFTD_LOG_ERROR, "raftd", "reading WAL: %s",
+                   wal_last_error(n->wal));
+        return rv;
+    }
+    n->member_id = res.metadata.node_id;
+    n->cluster_id = res.metadata.cluster_id;
+    rv = wal_start_append(n->wal);
+    if (rv != 0)
+        goto out;
+    if (res.n_entries) {
+        ents = calloc(res.n_entries, sizeof(*ents));
+        if (ents == NULL) {
+            rv = -ENOMEM;
+            goto out;
+        }
+    }
+    for (size_t i = 0; i < res.n_entries; i++) {
+        ents[i].term = res.entries[i].term;
+        ents[i].index = res.entries[i].index;
+        ents[i].type = (enum raft_entry_type)res.entries[i].type;
+        ents[i].data = (void *)res.entries[i].data;
+        ents[i].len = res.entries[i].len;
+    }
+    hs.term = res.hard_state.term;
+    hs.vote = res.hard_state.vote;
+    hs.commit = res.hard_state.commit;
+    /* The hard state's commit may lag (commit-only records are not
+     * synced) and must not exceed the log we have. */
+    {
+        uint64_t last = res.n_entries ? res.entries[res.n_entries - 1].index
+                                      : sm.index;
+        if (hs.commit > last)
+            hs.commit = last;
+        if (hs.commit < sm.index)
+            hs.commit = sm.index;
+    }
+    raft_cfg_fill(n, &rc, voters, &nv);
+    if (sm.index == 0 && nv == 1)
+        voters[0] = n->member_id;
+    rv = raft_new(&rc, &hs, sm.index ? &sm : NULL, ents, res.n_entries,
+                  &n->raft);
+    if (rv != 0) {
+        raftd_logf(&n->log, RAFTD_LOG_ERROR, "raftd",
+                   "restoring raft state: %s", raft_strerror(rv));
+        goto out;
+    }
+    n->snap_index = sm.index;
+    n->start_applied = hs.commit;
+    raftd_logf(&n->log, RAFTD_LOG_INFO, "raftd",
+               "restarting member %016llx in cluster %016llx at commit "
+               "index %llu (%zu WAL entries)",
+               (unsigned long long)n->member_id,
+               (unsigned long long)n->cluster_id,
+               (unsigned long long)hs.commit, res.n_entries);
+out:
+    free(ents);
+    wal_read_result_free(&res);
+    return rv;
+}
+
+static int node_bootstrap(struct raftd *n, const struct wal_options *wo)
+{
+    struct wal_metadata md;
+    struct raft_config rc;
+    raft_id voters[RAFT_MAX_VOTERS];
+    size_t nv;
+    int rv;
+
+    n->member_id = n->cfg->member_id;
+    n->cluster_id = n->cfg->cluster_id;
+    md.node_id = n->member_id;
+    md.cluster_id = n->cluster_id;
+    rv = wal_create(&n->wal, n->wal_dir, &md, wo);
+    if (rv != 0) {
+        raftd_logf(&n->log, RAFTD_LOG_ERROR, "raftd", "creating WAL %s: %s",
+                   n->wal_dir, strerror(-rv));
+        return rv;
+    }
+    raft_cfg_fill(n, &rc, voters, &nv);
+    rv = raft_new(&rc, NULL, NULL, NULL, 0, &n->raft);
+    if (rv != 0)
+        return rv;
+    n->fresh = true;
+    raftd_logf(&n->log, RAFTD_LOG_INFO, "raftd",
+               "starting member %016llx in cluster %016llx",
+               (unsigned long long)n->member_id,
+               (unsigned long long)n->cluster_id);
+    return 0;
+}
+
+static void node_free(struct raftd *n)
+{
+    if (n->raft)
+        raft_free(n->raft);
+    if (n->store)
+        store_free(n->store);
+    store_buf_free(&n->scratch);
+    free(n->member_dir);
+    free(n->wal_dir);
+    free(n->snap_dir);
+    free(n);
+}
+
+int raftd_new(uv_loop_t *loop, const struct raftd_config *cfg,
+              const struct raftd_log *log, struct raftd **out)
+{
+    struct raftd *n;
+    struct wal_options wo;
+    int rv;
+
+    n = calloc(1, sizeof(*n));
+    if (n == NULL)
+        return -ENOMEM;
+    n->loop = loop;
+    n->cfg = cfg;
+    n->log = *log;
+    n->start_time_ns = node_now_ns();
+    n->next_req_id = ((cfg->member_id & 0xffff) << 48) |
+                     (((uint64_t)n->start_time_ns / 1000000) & 0xffffffffffULL)
+                         << 8;
+    n->store = store_new();
+    store_buf_init(&n->scratch);
+    n->member_dir = path_join(cfg->data_dir, "member");
+    n->snap_dir = n->member_dir ? path_join(n->member_dir, "snap") : NULL;
+    n->wal_dir = cfg->wal_dir && cfg->wal_dir[0]
+                     ? strdup(cfg->wal_dir)
+                     : (n->member_dir ? path_join(n->member_dir, "wal")
+                                      : NULL);
+    if (!n->store || !n->member_dir || !n->snap_dir || !n->wal_dir) {
+        rv = -ENOMEM;
+        goto err_free;
+    }
+    rv = mkdir_one(cfg->data_dir);
+    if (rv == 0)
+        rv = mkdir_one(n->member_dir);
+    if (rv != 0) {
+        raftd_logf(&n->log, RAFTD_LOG_ERROR, "raftd",
+                   "cannot create data dir %s: %s", cfg->data_dir,
+                   strerror(-rv));
+        goto err_free;
+    }
+    snap_options_init(&n->snap_opts);
+    n->snap_opts.dir = n->snap_dir;
+    n->snap_opts.max_snapshots = cfg->max_snapshots;
+    n->snap_opts.log = snap_log_bridge;
+    n->snap_opts.log_data = n;
+    rv = snap_dir_init(&n->snap_opts);
+    if (rv != 0)
+        goto err_free;
+    memset(&wo, 0, sizeof(wo));
+    wo.loop = loop;
+    wo.log = wal_log_bridge;
+    wo.log_data = n;
+    if (wal_exists(n->wal_dir))
+        rv = node_restore(n, &wo);
+    else
+        rv = node_bootstrap(n, &wo);
+    if (rv != 0)
+        goto err_close_wal;
+    /* etcd prints ids without leading zeros (types.ID.String). */
+    snprintf(n->member_id_hex, sizeof(n->member_id_hex), "%llx",
+             (unsigned long long)n->member_id);
+    snprintf(n->cluster_id_hex, sizeof(n->cluster_id_hex), "%llx",
+             (unsigned long long)n->cluster_id);
+    *out = n;
+    return 0;
+
+err_close_wal:
+    if (n->wal) {
+        wal_close(n->wal, NULL, NULL);
+        /* wal_close with a loop finishes on the loop: run it out. */
+        uv_run(loop, UV_RUN_NOWAIT);
+        n->wal = NULL;
+    }
+err_free:
+    node_free(n);
+    return rv;
+}
+
+int raftd_start(struct raftd *n)
+{
+    struct http_server_config hc;
+    raft_index commit;
+    int rv;
+
+    uv_timer_init(n->loop, &n->tick_timer);
+    uv_timer_init(n->loop, &n->sync_timer);
+    uv_check_init(n->loop, &n->ready_check);
+    n->handles_open = 3;
+    n->tick_timer.data = n->sync_timer.data = n->ready_check.data = n;
+    uv_check_start(&n->ready_check, node_check_cb);
+    uv_timer_start(&n->tick_timer, node_tick_cb, n->cfg->heartbeat_ms,
+                   n->cfg->heartbeat_ms);
+    uv_timer_start(&n->sync_timer, node_sync_cb, NODE_SYNC_INTERVAL_MS,
+                   NODE_SYNC_INTERVAL_MS);
+
+    /* Replay what the WAL holds, then (as etcd's initial election tick
+     * advance does) fast-forward the clock: a cluster of one elects itself
+     * at once instead of after a full election timeout. */
+    node_process(n);
+    commit = raft_commit_index(n->raft);
+    if (commit > n->start_applied)
+        n->start_applied = commit;
+    {
+        struct raft_conf_state cs;
+        raft_conf(n->raft, &cs);
+        if (cs.n_voters == 1 && cs.voters[0] == n->member_id) {
+            unsigned ticks = 2 * (n->cfg->election_ms /
+                                  (n->cfg->heartbeat_ms ? n->cfg->heartbeat_ms
+                                                        : 100)) +
+                             2;
+            for (unsigned i = 0;
+                 i < ticks && raft_role(n->raft) != RAFT_LEADER; i++) {
+                raft_tick(n->raft);
+                node_process(n);
+            }
+        }
+    }
+
+    memset(&hc, 0, sizeof(hc));
+    hc.handler = api_handle;
+    hc.data = n;
+    rv = http_server_new(n->loop, &hc, &n->http);
+    if (rv != 0)
+        return rv;
+    for (size_t i = 0; i < n->cfg->listen_client_urls.n; i++) {
+        const char *url = n->cfg->listen_client_urls.v[i];
+        rv = http_server_listen(n->http, url, NULL);
+        if (rv != 0) {
+            raftd_logf(&n->log, RAFTD_LOG_ERROR, "raftd",
+                       "listen tcp %s: %s", url, strerror(-rv));
+            return rv;
+        }
+        raftd_logf(&n->log, RAFTD_LOG_INFO, "embed",
+                   "serving insecure client requests on %s", url);
+    }
+    raftd_logf(&n->log, RAFTD_LOG_INFO, "raftd",
+               "ready to serve client requests (member %s, cluster %s)",
+               n->member_id_hex, n->cluster_id_hex);
+    return 0;
+}
+
+/* ---- close ----------------------------------------------------------
+ * Order: stop timers, fail waiting writes and reads (their HTTP requests
+ * finish), close the HTTP server (watch requests get their close callback
+ * and finish), wait for a running snapshot job and for every request the
+ * API still holds, close the WAL (in-flight writes complete first), close
+ * our handles, free. */
+
+static void node_handle_closed(uv_handle_t *h)
+{
+    struct raftd *n = h->data;
+    void (*cb)(void *);
+    void *arg;
+
+    if (--n->handles_open > 0)
+        return;
+    cb = n->close_cb;
+    arg = n->close_arg;
+    node_free(n);
+    if (cb)
+        cb(arg);
+}
+
+static void node_wal_closed(void *arg)
+{
+    struct raftd *n = arg;
+    n->wal = NULL;
+    if (n->handles_open == 0) {
+        void (*cb)(void *) = n->close_cb;
+        void *cb_arg = n->close_arg;
+        node_free(n);
+        if (cb)
+            cb(cb_arg);
+        return;
+    }
+    uv_close((uv_handle_t *)&n->tick_timer, node_handle_closed);
+    uv_close((uv_handle_t *)&n->sync_timer, node_handle_closed);
+    uv_close((uv_handle_t *)&n->ready_check, node_handle_closed);
+}
+
+static void node_close_continue(struct raftd *n)
+{
+    struct wal *w;
+    if (n->snap_in_progress || n->api_active > 0 || n->wal_closing)
+        return;
+    n->wal_closing = true;
+    w = n->wal;
+    if (w == NULL) {
+        node_wal_closed(n);
+        return;
+    }
+    wal_close(w, node_wal_closed, n);
+}
+
+void node_api_release(struct raftd *n)
+{
+    n->api_active--;
+    if (n->closing && n->api_active == 0)
+        node_close_continue(n);
+}
+
+void raftd_close(struct raftd *n, void (*cb)(void *arg), void *arg)
+{
+    if (n->closing)
+        return;
+    n->closing = true;
+    n->close_cb = cb;
+    n->close_arg = arg;
+    if (n->handles_open) {
+        uv_timer_stop(&n->tick_timer);
+        uv_timer_stop(&n->sync_timer);
+        uv_check_stop(&n->ready_check);
+    }
+    waiters_fail_all(n, -ECANCELED);
+    reads_fail_all(n, -ECANCELED);
+    if (n->http) {
+        http_server_close(n->http, NULL);
+        n->http = NULL;
+    }
+    raftd_logf(&n->log, RAFTD_LOG_INFO, "raftd", "stopping member %s",
+               n->member_id_hex);
+    node_close_continue(n);
+}

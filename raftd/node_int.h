@@ -1,0 +1,137 @@
+/* Internals of etcfs_raftd shared by node.c (loop, storage, apply), api.c
+ * (the v2 HTTP handlers), stats.c and metrics.c. Not part of the public
+ * contract (raftd.h). */
+#ifndef ETCFS_RAFTD_NODE_INT_H
+#define ETCFS_RAFTD_NODE_INT_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include <uv.h>
+
+#include "http.h"
+#include "raft.h"
+#include "raftd.h"
+#include "snap.h"
+#include "store.h"
+#include "wal.h"
+
+#define NODE_WAITER_BUCKETS 4096u /* power of two */
+#define NODE_SYNC_INTERVAL_MS 500 /* etcd's SYNC cadence */
+#define NODE_SNAPSHOT_CATCHUP 5000u /* entries kept after a snapshot */
+
+/* Latency histogram buckets (seconds), Prometheus style. */
+#define METRICS_N_BUCKETS 12
+
+struct metrics_hist {
+    uint64_t buckets[METRICS_N_BUCKETS]; /* cumulative at render time */
+    uint64_t count;
+    double sum;
+};
+
+struct raftd_metrics {
+    uint64_t http_requests[8]; /* by method class, see metrics.c */
+    struct metrics_hist put_latency;
+    struct metrics_hist get_latency;
+    struct metrics_hist fsync_latency;
+    struct metrics_hist apply_latency;
+    uint64_t proposals_committed;
+    uint64_t proposals_failed;
+    uint64_t proposals_pending;
+    uint64_t snapshots;
+    uint64_t wal_batches;
+    uint64_t wal_entries;
+};
+
+void metrics_observe(struct metrics_hist *h, double seconds);
+int metrics_render(struct raftd *n, struct store_buf *b);
+
+struct raftd_read_req;
+
+struct raftd {
+    uv_loop_t *loop;
+    const struct raftd_config *cfg; /* borrowed until raftd_close's cb */
+    struct raftd_log log;
+
+    uint64_t member_id;
+    uint64_t cluster_id;
+    char member_id_hex[17];
+    char cluster_id_hex[17];
+
+    struct store *store;
+    struct raft *raft;
+    struct wal *wal;
+    struct snap_options snap_opts;
+    char *member_dir;
+    char *wal_dir;
+    char *snap_dir;
+
+    uv_timer_t tick_timer;
+    uv_timer_t sync_timer;
+    uv_check_t ready_check;
+    int handles_open;
+
+    struct http_server *http;
+
+    /* Proposals waiting for their entry to be applied, by request id. */
+    struct raftd_write_req *waiters[NODE_WAITER_BUCKETS];
+    uint64_t next_req_id;
+    uint64_t n_waiters;
+
+    /* Linearizable reads: asked (no read state yet) and ready (index
+     * known, waiting for apply). */
+    struct raftd_read_req *reads_asked;
+    struct raftd_read_req *reads_ready;
+    uint64_t next_read_ctx;
+
+    /* Persistence pipeline. */
+    unsigned batches_in_flight;
+    int wal_error; /* sticky: a failed fsync stops writes for good */
+
+    /* Snapshots. */
+    uint64_t snap_index;   /* index of the newest durable snapshot */
+    bool snap_in_progress;
+
+    /* Bootstrap bookkeeping, to number the store like etcd does. */
+    bool fresh;
+    bool published;
+    uint64_t start_applied; /* applied index after replay */
+
+    /* Stats (/v2/stats/self, /v2/stats/leader). */
+    int64_t start_time_ns;
+    int64_t leader_start_ns;
+    uint64_t last_leader;
+    uint64_t recv_append_cnt;
+    uint64_t send_append_cnt;
+
+    struct raftd_metrics metrics;
+    /* Reused output buffer for reply bodies (one thread, never nested). */
+    struct store_buf scratch;
+
+    /* Requests the HTTP API holds unfinished (watches, writes, reads):
+     * close waits for them. */
+    uint64_t api_active;
+    bool wal_closing;
+    bool closing;
+    void (*close_cb)(void *arg);
+    void *close_arg;
+};
+
+int64_t node_now_ns(void);
+
+/* The X-Raft-Index / X-Raft-Term of a reply. */
+uint64_t node_raft_index(const struct raftd *n);
+uint64_t node_raft_term(const struct raftd *n);
+
+/* The API finished a request it held (api_active--). */
+void node_api_release(struct raftd *n);
+
+/* HTTP: the handler for every request of the client server. */
+void api_handle(struct http_request *req);
+/* JSON bodies of the stats endpoints (stats.c), no trailing newline. */
+int stats_self_json(struct raftd *n, struct store_buf *b);
+int stats_leader_json(struct raftd *n, struct store_buf *b);
+/* Go's time.Duration.String() of d nanoseconds. */
+void stats_go_duration(int64_t d, char *out, size_t outlen);
+
+#endif /* ETCFS_RAFTD_NODE_INT_H */
