@@ -294,12 +294,15 @@ static struct fs_inode *inode_obtain(struct fs *fs, const char *path, int kind)
     return in;
 }
 
-/* Free in once neither the kernel (lookups) nor an open file uses it. */
+/* Free in once its path is gone from the store (or replaced) and neither
+ * the kernel (lookups) nor an open file uses it. Inodes of live paths are
+ * kept after the kernel forgets them, so a path keeps its number for the
+ * life of the mount (the table grows with the paths ever looked up). */
 static void inode_maybe_free(struct fs *fs, struct fs_inode *in)
 {
-    if (in->nlookup > 0 || in->opens > 0 || in->ino == FUSE_ROOT_ID)
+    if (in->hashed || in->nlookup > 0 || in->opens > 0 ||
+        in->ino == FUSE_ROOT_ID)
         return;
-    path_unlink(fs, in);
     struct fs_inode **pp = &fs->by_ino[in->ino & (fs->n_buckets - 1)];
     while (*pp != in)
         pp = &(*pp)->next_ino;
@@ -314,8 +317,10 @@ static int inode_move(struct fs *fs, const char *old, const char *new_)
 {
     size_t lo = strlen(old);
     struct fs_inode *victim = inode_find(fs, new_, FS_KIND_NODE);
-    if (victim != NULL)
+    if (victim != NULL) {
         path_unlink(fs, victim); /* replaced: orphaned until forgotten */
+        inode_maybe_free(fs, victim);
+    }
     for (size_t i = 0; i < fs->n_buckets; i++) {
         for (struct fs_inode *in = fs->by_ino[i]; in != NULL;
              in = in->next_ino) {
@@ -342,6 +347,25 @@ static int inode_move(struct fs *fs, const char *old, const char *new_)
                 path_link(fs, in);
             }
     return 0;
+}
+
+/* The store deleted path (and its subtree): unhash their inodes so the
+ * numbers are not reused for a new key there, and free unused ones. */
+static void inode_drop_tree(struct fs *fs, const char *path)
+{
+    size_t l = strlen(path);
+    for (size_t i = 0; i < fs->n_buckets; i++) {
+        struct fs_inode *in = fs->by_ino[i], *next;
+        for (; in != NULL; in = next) {
+            next = in->next_ino;
+            if (!in->hashed || in->ino == FUSE_ROOT_ID ||
+                strncmp(in->path, path, l) != 0 ||
+                (in->path[l] != '\0' && in->path[l] != '/'))
+                continue;
+            path_unlink(fs, in);
+            inode_maybe_free(fs, in);
+        }
+    }
 }
 
 /* ------------------------------------------------------------------ */
@@ -440,12 +464,12 @@ static void *notify_main(void *arg)
 }
 
 /* Drop the kernel's cached entry, attributes and data for rel. */
-static void invalidate_path(struct fs *fs, const char *rel)
+static void invalidate_path(struct fs *fs, const char *rel, bool entry)
 {
     struct fs_inode *in = inode_find(fs, rel, FS_KIND_NODE);
     if (in != NULL)
         notify_push(fs, in->ino, 0, NULL);
-    if (rel[0] == '\0')
+    if (rel[0] == '\0' || !entry)
         return;
     const char *slash = strrchr(rel, '/');
     char *parent = strndup(rel, (size_t)(slash - rel));
@@ -468,11 +492,25 @@ static void root_watch_cb(void *arg, int status, const struct fs_event *ev)
         return;
     }
     const char *rel = rel_path(fs, ev->key);
+    const char *prel = ev->prev_key ? rel_path(fs, ev->prev_key) : NULL;
+    bool moved = strcmp(ev->action, "rename") == 0;
+    bool removed = strcmp(ev->action, "delete") == 0 ||
+                   strcmp(ev->action, "compareAndDelete") == 0 ||
+                   strcmp(ev->action, "expire") == 0;
+    /* The name changes (not only the value) when a key appears, goes or
+     * moves: then the kernel's dentry must go too, not just the inode's
+     * cached attributes and pages. */
+    bool entry = moved || removed || ev->prev_key == NULL;
+    if (moved && rel != NULL && prel != NULL)
+        inode_move(fs, prel, rel); /* no-op if our rename_cb did it */
     if (rel != NULL)
-        invalidate_path(fs, rel);
-    if (ev->prev_key != NULL && strcmp(ev->prev_key, ev->key) != 0 &&
-        (rel = rel_path(fs, ev->prev_key)) != NULL)
-        invalidate_path(fs, rel);
+        invalidate_path(fs, rel, entry);
+    if (moved && prel != NULL)
+        invalidate_path(fs, prel, true);
+    if (moved && rel == NULL && prel != NULL)
+        inode_drop_tree(fs, prel); /* moved out of the mounted subtree */
+    if (removed && rel != NULL)
+        inode_drop_tree(fs, rel);
 }
 
 /* ------------------------------------------------------------------ */
@@ -570,6 +608,10 @@ static void op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 
     if (p == NULL || p->kind != FS_KIND_NODE) {
         fuse_reply_err(req, ENOTDIR);
+        return;
+    }
+    if (strlen(name) > FS_NAME_MAX) {
+        fuse_reply_err(req, ENAMETOOLONG);
         return;
     }
     char *rel = path_join(p->path, name);
@@ -702,7 +744,7 @@ static void op_statfs(fuse_req_t req, fuse_ino_t ino)
     memset(&sv, 0, sizeof(sv));
     sv.f_bsize = 4096;
     sv.f_frsize = 4096;
-    sv.f_namemax = 255;
+    sv.f_namemax = FS_NAME_MAX;
     fuse_reply_statfs(req, &sv);
 }
 
@@ -754,6 +796,10 @@ static char *child_for_write(struct fs *fs, fuse_req_t req, fuse_ino_t parent,
     }
     if (is_special(name)) {
         fuse_reply_err(req, EEXIST);
+        return NULL;
+    }
+    if (strlen(name) > FS_NAME_MAX) {
+        fuse_reply_err(req, ENAMETOOLONG);
         return NULL;
     }
     char *rel = path_join(p->path, name);

@@ -11,6 +11,8 @@
 
 #define FS_WATCH_NAME ".watch"
 #define FS_NEW_NAME ".new"
+/* Longest name (bytes) of one path element, as most Linux filesystems. */
+#define FS_NAME_MAX 255
 /* Bytes of undelivered events one .watch fd may hold before its stream is
  * ended with a 401 line. */
 #define FS_WATCH_QUEUE_MAX (64u * 1024 * 1024)
