@@ -123,7 +123,7 @@ struct sim {
     size_t nreads, capreads;
     uint64_t next_ctx, proposals, events;
     unsigned long long n_elections, n_snapshots_sent, n_reads_done;
-    unsigned long long n_with_leader, n_proposed, n_crashes;
+    unsigned long long n_with_leader, n_proposed, n_crashes, n_conf_applied;
     char why[512];
     bool failed;
 };
@@ -282,6 +282,8 @@ static void apply_entry(struct sim *s, struct node *nd,
                  (unsigned long long)nd->applied);
         return;
     }
+    if (e->type == RAFT_ENTRY_CONF_CHANGE && e->index > (raft_index)s->n_initial)
+        s->n_conf_applied++;
     nd->state = mix(nd->state, e->data, e->len, e->index, e->term);
     nd->applied = e->index;
     ensure_idx(s, e->index);
@@ -960,7 +962,12 @@ static void converge(struct sim *s)
     }
 }
 
-static bool run_schedule(uint64_t seed, unsigned steps, bool verbose)
+struct totals {
+    unsigned long long elections, applied, conf, snapshots, reads;
+};
+
+static bool run_schedule(uint64_t seed, unsigned steps, bool verbose,
+                         struct totals *tot)
 {
     struct sim *s = calloc(1, sizeof(*s));
     bool ok;
@@ -989,11 +996,17 @@ static bool run_schedule(uint64_t seed, unsigned steps, bool verbose)
         fprintf(stderr,
                 "seed %llu: n=%d conf=%d elections=%llu applied=%llu "
                 "snapshots=%llu reads=%llu leader-steps=%llu proposed=%llu "
-                "events=%llu\n",
+                "events=%llu conf-applied=%llu\n",
                 (unsigned long long)seed, s->n, s->conf_changes,
                 s->n_elections, (unsigned long long)s->max_applied,
                 s->n_snapshots_sent, s->n_reads_done, s->n_with_leader,
-                s->n_proposed, (unsigned long long)s->events);
+                s->n_proposed, (unsigned long long)s->events,
+                s->n_conf_applied);
+    tot->elections += s->n_elections;
+    tot->applied += s->max_applied;
+    tot->conf += s->n_conf_applied;
+    tot->snapshots += s->n_snapshots_sent;
+    tot->reads += s->n_reads_done;
     sim_free(s);
     free(s);
     return ok;
@@ -1009,15 +1022,21 @@ TEST(random_schedules)
     const char *fs = getenv("RAFT_SIM_FIRST");
     unsigned long first = fs ? strtoul(fs, NULL, 10) : 1;
     unsigned failures = 0;
+    struct totals tot = {0};
     trace_on = getenv("RAFT_SIM_TRACE") != NULL;
     if (one != NULL) {
-        ASSERT(run_schedule(strtoull(one, NULL, 10), steps, true));
+        ASSERT(run_schedule(strtoull(one, NULL, 10), steps, true, &tot));
         return;
     }
     for (unsigned long seed = first; seed < first + n; seed++)
-        if (!run_schedule(seed, steps, false) && ++failures >= 5)
+        if (!run_schedule(seed, steps, false, &tot) && ++failures >= 5)
             break;
-    fprintf(stderr, "raft sim: %lu schedules x %u events\n", n, steps);
+    fprintf(stderr,
+            "raft sim: %lu schedules x %u events: %llu elections, %llu "
+            "entries committed, %llu conf changes applied (per member), "
+            "%llu snapshots sent, %llu reads served\n",
+            n, steps, tot.elections, tot.applied, tot.conf, tot.snapshots,
+            tot.reads);
 #ifdef RAFT_SIM_NOMEM
     fprintf(stderr, "raft sim: %llu injected allocation failures\n",
             nomem_failures);
