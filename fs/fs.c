@@ -316,6 +316,9 @@ static void inode_maybe_free(struct fs *fs, struct fs_inode *in)
 static int inode_move(struct fs *fs, const char *old, const char *new_)
 {
     size_t lo = strlen(old);
+    /* Done already (the rename's event and its reply both call this). */
+    if (inode_find(fs, old, FS_KIND_NODE) == NULL)
+        return 0;
     struct fs_inode *victim = inode_find(fs, new_, FS_KIND_NODE);
     if (victim != NULL) {
         path_unlink(fs, victim); /* replaced: orphaned until forgotten */
@@ -658,10 +661,16 @@ static void getattr_cb(void *arg, int status, const struct fs_meta *meta,
     bool dir = false;
     size_t size = len;
 
-    if (status == 100 && pending_attr(fs, c->path, &size))
+    if (status == 100 && c->ino == FUSE_ROOT_ID) {
+        /* A mounted subtree that does not exist yet is an empty directory;
+         * the first write under it creates it. */
         status = 0;
-    else if (status == 0)
+        dir = true;
+    } else if (status == 100 && pending_attr(fs, c->path, &size)) {
+        status = 0;
+    } else if (status == 0) {
         dir = meta->dir;
+    }
     if (status != 0) {
         fuse_reply_err(c->req, -fs_status_errno(status));
     } else {
@@ -1486,6 +1495,8 @@ static void opendir_cb(void *arg, int status, const struct fs_meta *meta,
     struct fuse_file_info fi = c->fi;
     size_t names = 0;
 
+    if (status == 100 && fh->in->ino == FUSE_ROOT_ID)
+        status = 0; /* a missing subtree root lists empty */
     if (status == 0) {
         for (size_t i = 0; i < n; i++)
             names += strlen(ents[i].name) + 1;

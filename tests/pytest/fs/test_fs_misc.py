@@ -1,0 +1,132 @@
+# xattrs and TTLs, DIR/.new, rename, cache invalidation on remote changes,
+# mount options and clean shutdown.
+import errno
+import os
+import signal
+import subprocess
+
+from fs_util import errno_of, wait_for, xattr
+
+
+def test_xattrs_and_ttl(fsm):
+    open(fsm.p("k"), "w").write("v")
+    out = subprocess.run(["getfattr", "-d", fsm.p("k")], capture_output=True,
+                         text=True)
+    if out.returncode == 0:  # attr package present
+        assert 'user.etcd.createdIndex="1"' in out.stdout
+    assert xattr(fsm.p("k"), "user.etcd.createdIndex") == "1"
+    assert xattr(fsm.p("k"), "user.etcd.modifiedIndex") == "1"
+    assert errno_of(os.getxattr, fsm.p("k"), "user.etcd.ttl") == errno.ENODATA
+    assert sorted(os.listxattr(fsm.p("k"))) == ["user.etcd.createdIndex",
+                                                 "user.etcd.modifiedIndex"]
+    os.setxattr(fsm.p("k"), "user.etcd.ttl", b"30")
+    assert 28 <= int(xattr(fsm.p("k"), "user.etcd.ttl")) <= 30
+    assert xattr(fsm.p("k"), "user.etcd.expiration").endswith("Z")
+    assert open(fsm.p("k")).read() == "v"  # value kept
+    os.setxattr(fsm.p("k"), "user.etcd.ttl", b"")
+    assert errno_of(os.getxattr, fsm.p("k"), "user.etcd.ttl") == errno.ENODATA
+    assert errno_of(os.setxattr, fsm.p("k"), "user.etcd.ttl", b"abc") == errno.EINVAL
+    assert errno_of(os.setxattr, fsm.p("k"), "user.etcd.createdIndex", b"1") == errno.EPERM
+    # A directory TTL: the directory expires with its keys.
+    os.makedirs(fsm.p("d"))
+    open(fsm.p("d", "x"), "w").write("1")
+    os.setxattr(fsm.p("d"), "user.etcd.ttl", b"1")
+    assert xattr(fsm.p("d"), "user.etcd.ttl") == "1"
+    wait_for(lambda: not os.path.exists(fsm.p("d")), 5, "dir expiry")
+    assert errno_of(os.stat, fsm.p("d", "x")) == errno.ENOENT
+
+
+def test_new_posts_in_order_keys(fsm):
+    os.mkdir(fsm.p("q"))
+    names = []
+    for v in (b"job1", b"job2"):
+        fd = os.open(fsm.p("q", ".new"), os.O_RDWR)
+        os.write(fd, v)
+        name = os.read(fd, 100)
+        os.close(fd)
+        assert name.endswith(b"\n")
+        names.append(name.strip().decode())
+    assert len(names[0]) == 20 and names[0] < names[1]
+    assert sorted(os.listdir(fsm.p("q"))) == names
+    assert open(fsm.p("q", names[1]), "rb").read() == b"job2"
+    # Plain shell redirection posts at close.
+    subprocess.run("echo job3 > q/.new", shell=True, cwd=fsm.path, check=True)
+    assert len(os.listdir(fsm.p("q"))) == 3
+
+
+def test_rename_is_one_op_and_editor_save(fsm):
+    open(fsm.p("a"), "w").write("A")
+    ino = os.stat(fsm.p("a")).st_ino
+    before = int(xattr(fsm.p(".watch"), "user.etcd.index"))
+    subprocess.run(["mv", fsm.p("a"), fsm.p("b")], check=True)
+    assert int(xattr(fsm.p(".watch"), "user.etcd.index")) == before + 1
+    assert not os.path.exists(fsm.p("a"))
+    assert open(fsm.p("b")).read() == "A"
+    assert os.stat(fsm.p("b")).st_ino == ino
+    # Directories move with their subtree.
+    os.makedirs(fsm.p("d1", "sub"))
+    open(fsm.p("d1", "sub", "f"), "w").write("deep")
+    os.rename(fsm.p("d1"), fsm.p("d2"))
+    assert open(fsm.p("d2", "sub", "f")).read() == "deep"
+    assert not os.path.exists(fsm.p("d1"))
+    # Editors: write a temporary file, then rename it over the original.
+    tmp = fsm.p(".b.swp")
+    with open(tmp, "w") as f:
+        f.write("edited")
+    os.replace(tmp, fsm.p("b"))
+    assert open(fsm.p("b")).read() == "edited"
+    assert sorted(os.listdir(fsm.path)) == ["b", "d2"]
+
+
+def test_remote_changes_invalidate_kernel_caches(fsm_make):
+    m = fsm_make("timeout=60")  # without invalidation, caches would hold 60 s
+    os.mkdir(m.p("d"))
+    open(m.p("d", "k"), "w").write("old")
+    assert open(m.p("d", "k")).read() == "old"
+    assert os.listdir(m.p("d")) == ["k"]
+    m.control("set /d/k newer")
+    wait_for(lambda: open(m.p("d", "k")).read() == "newer", 3, "data inval")
+    assert os.stat(m.p("d", "k")).st_size == 5
+    m.control("rm /d/k")
+    wait_for(lambda: not os.path.exists(m.p("d", "k")), 3, "entry inval")
+    assert errno_of(os.stat, m.p("nope")) == errno.ENOENT
+    m.control("set /nope here")
+    wait_for(lambda: os.path.exists(m.p("nope")), 3, "negative entry inval")
+    m.control("mv /nope /moved")
+    wait_for(lambda: os.path.exists(m.p("moved")) and not os.path.exists(m.p("nope")),
+             3, "rename inval")
+
+
+def test_mount_options(fsm_make):
+    m = fsm_make("uid=1234,gid=4321,mode=600,root=/config")
+    open(m.p("k"), "w").write("v")
+    st = os.stat(m.p("k"))
+    assert (st.st_uid, st.st_gid, st.st_mode & 0o777) == (1234, 4321, 0o600)
+    assert os.stat(m.path).st_mode & 0o777 == 0o700
+    # The subtree root: the key lives at /config/k in the store.
+    m.control("set /elsewhere x")
+    m.control("set /config/remote y")
+    wait_for(lambda: os.path.exists(m.p("remote")), 3, "subtree set")
+    assert sorted(os.listdir(m.path)) == ["k", "remote"]
+    fd = os.open(m.p(".watch"), os.O_RDONLY)
+    m.control("set /elsewhere z")
+    m.control("set /config/k2 w")
+    import json
+    ev = json.loads(os.read(fd, 65536))
+    assert ev["node"]["key"] == "/config/k2"
+    os.close(fd)
+
+
+def test_sigterm_and_external_unmount_are_clean(fsm_make):
+    m = fsm_make()
+    open(m.p("k"), "w").write("v")
+    fd = os.open(m.p(".watch"), os.O_RDONLY)  # a watcher open at shutdown
+    assert m.stop(signal.SIGTERM) == 0
+    try:
+        os.close(fd)
+    except OSError as e:  # the daemon is gone: the kernel says so
+        assert e.errno == errno.ENOTCONN
+    assert not os.path.ismount(m.path)
+    m2 = fsm_make()
+    subprocess.run(["fusermount3", "-u", m2.path], check=True)
+    assert m2.proc.wait(10) == 0
