@@ -1347,7 +1347,8 @@ static int write_batch(struct wal *w, struct wal_append_req *batch)
         w->wcap = ncap;
     }
     for (r = batch; r; r = r->next_) {
-        memcpy(w->wbuf + off, r->buf_, r->len_);
+        if (r->len_)
+            memcpy(w->wbuf + off, r->buf_, r->len_);
         off += r->len_;
     }
     crc = rec_chain(w->wbuf, total, w->crc);

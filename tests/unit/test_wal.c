@@ -731,9 +731,610 @@ TEST(flipped_byte_refused)
     tdir_free(&t);
 }
 
+
+TEST(short_writes_round_trip)
+{
+    struct tdir t;
+    struct wal *w;
+    struct wal_read_result res;
+    struct thooks th;
+    struct wal_options o = {.segment_size = 4096};
+    tdir_make(&t);
+    th_init(&th);
+    th.nosync = 1;
+    th.max_write = 7;
+    o.hooks = &th.h;
+    ASSERT_OK(wal_create(&w, t.wal, &MD, &o));
+    ASSERT_OK(append_range(w, 1, 60, 1, NULL));
+    wal_close(w, NULL, NULL);
+    ASSERT_GT(th.calls[HK_PWRITE], 1000); /* really were short */
+    ASSERT_OK(reopen(t.wal, NULL, NULL, &res, NULL, NULL, 0));
+    ASSERT_EQ(res.n_entries, 60);
+    ASSERT(res_has_range(&res, 0, 1, 60, 1));
+    wal_read_result_free(&res);
+    tdir_free(&t);
+}
+
+/* Run create + 40 appends (with cuts) failing the n-th hook call of kind;
+ * returns the last acknowledged index, or -1 if create failed. Checks that
+ * after the first failure every later append fails too. */
+static int64_t failing_scenario(const char *dir, int kind, long n,
+                                int *sticky_ok, long *calls)
+{
+    struct thooks th;
+    struct wal *w;
+    struct wal_options o = {.segment_size = 4096};
+    int64_t acked = 0;
+    int failed = 0;
+    th_init(&th);
+    th.nosync = 1;
+    th.fail_kind = kind;
+    th.fail_at = n;
+    o.hooks = &th.h;
+    *sticky_ok = 1;
+    if (wal_create(&w, dir, &MD, &o) != 0) {
+        *calls = th.calls[HK_ANY];
+        return -1;
+    }
+    for (uint64_t i = 1; i <= 40; i++) {
+        int rv = append_range(w, i, i, 1, NULL);
+        if (rv == 0 && failed)
+            *sticky_ok = 0;
+        if (rv)
+            failed = 1;
+        else
+            acked = (int64_t)i;
+    }
+    wal_close(w, NULL, NULL);
+    *calls = th.calls[HK_ANY];
+    return acked;
+}
+
+/* Fail every single storage call in turn: whatever was acknowledged reads
+ * back intact, and nothing is acknowledged after a failure. */
+TEST(every_storage_call_fails_once)
+{
+    long total = 0;
+    int sticky_ok;
+    struct tdir t;
+    int kinds[] = {HK_ANY, HK_FDATASYNC, HK_RENAME};
+    tdir_make(&t);
+    failing_scenario(t.wal, -1, 0, &sticky_ok, &total);
+    rm_rf(t.wal);
+    ASSERT_GT(total, 60);
+    for (size_t k = 0; k < sizeof(kinds) / sizeof(kinds[0]); k++) {
+        long max = kinds[k] == HK_ANY ? total : 12;
+        for (long n = 1; n <= max; n++) {
+            struct wal_read_result res;
+            long calls;
+            char err[900];
+            int64_t acked =
+                failing_scenario(t.wal, kinds[k], n, &sticky_ok, &calls);
+            int rv;
+            ASSERT(sticky_ok);
+            if (acked < 0 && !wal_exists(t.wal)) {
+                rm_rf(t.wal);
+                continue;
+            }
+            rv = reopen(t.wal, NULL, NULL, &res, NULL, err, sizeof(err));
+            if (rv) {
+                fprintf(stderr, "kind %d call %ld: %d %s\n", kinds[k], n, rv,
+                        err);
+                ASSERT_OK(rv);
+            }
+            if (acked > 0) {
+                ASSERT_GE(res.n_entries, (size_t)acked);
+                ASSERT(res_has_range(&res, 0, 1, (uint64_t)acked, 1));
+            }
+            /* Anything beyond was written but never acknowledged; it may
+             * or may not be there, but it must be intact. */
+            ASSERT(res_has_range(&res, 0, 1, res.n_entries, 1));
+            wal_read_result_free(&res);
+            rm_rf(t.wal);
+        }
+    }
+    tdir_free(&t);
+}
+
+TEST(failed_fsync_is_sticky)
+{
+    struct tdir t;
+    struct wal *w;
+    struct thooks th;
+    struct wal_options o = {.segment_size = 1u << 20};
+    struct wal_hard_state hs = {1, 0, 1};
+    tdir_make(&t);
+    th_init(&th);
+    th.nosync = 1;
+    o.hooks = &th.h;
+    ASSERT_OK(wal_create(&w, t.wal, &MD, &o));
+    ASSERT_OK(append_range(w, 1, 3, 1, NULL));
+    th.fail_kind = HK_FDATASYNC;
+    th.fail_at = th.calls[HK_FDATASYNC] + 1;
+    ASSERT_EQ(append_range(w, 4, 4, 1, NULL), -EIO);
+    ASSERT_EQ(append_range(w, 5, 5, 1, NULL), -EIO);
+    ASSERT_EQ(wal_append_sync(w, &hs, NULL, 0), -EIO);
+    ASSERT_EQ(wal_save_snapshot_sync(w, &(struct wal_snapshot){1, 1}), -EIO);
+    ASSERT_EQ(th.failed, 1); /* refused without even trying again */
+    wal_close(w, NULL, NULL);
+    tdir_free(&t);
+}
+
+TEST(commit_only_hard_state_skips_fsync)
+{
+    struct tdir t;
+    struct wal *w;
+    struct thooks th;
+    struct wal_read_result res;
+    struct wal_options o = {.segment_size = 1u << 20};
+    struct wal_hard_state hs = {1, 0, 1};
+    long before;
+    tdir_make(&t);
+    th_init(&th);
+    th.nosync = 1;
+    o.hooks = &th.h;
+    ASSERT_OK(wal_create(&w, t.wal, &MD, &o));
+    before = th.calls[HK_FDATASYNC];
+    ASSERT_OK(wal_append_sync(w, &hs, NULL, 0)); /* new term: synced */
+    ASSERT_EQ(th.calls[HK_FDATASYNC], before + 1);
+    hs.commit = 2;
+    ASSERT_OK(wal_append_sync(w, &hs, NULL, 0)); /* commit only: not */
+    ASSERT_EQ(th.calls[HK_FDATASYNC], before + 1);
+    hs.vote = 3;
+    ASSERT_OK(wal_append_sync(w, &hs, NULL, 0)); /* vote: synced */
+    ASSERT_EQ(th.calls[HK_FDATASYNC], before + 2);
+    ASSERT_OK(wal_append_sync(w, NULL, NULL, 0)); /* barrier: synced */
+    ASSERT_EQ(th.calls[HK_FDATASYNC], before + 3);
+    wal_close(w, NULL, NULL);
+    ASSERT_OK(reopen(t.wal, NULL, NULL, &res, NULL, NULL, 0));
+    ASSERT_EQ(res.hard_state.vote, 3);
+    ASSERT_EQ(res.hard_state.commit, 2);
+    wal_read_result_free(&res);
+    tdir_free(&t);
+}
+
+TEST(missing_segment_and_index_gap_refused)
+{
+    struct tdir t;
+    struct wal *w;
+    struct wal_read_result res;
+    struct wal_options o = {.segment_size = 4096};
+    char p1[256], p2[256], err[900];
+    tdir_make(&t);
+    ASSERT_OK(wal_create(&w, t.wal, &MD, &o));
+    ASSERT_OK(append_range(w, 1, 100, 1, NULL));
+    wal_close(w, NULL, NULL);
+    ASSERT_GE(count_files(t.wal, ".wal"), 4);
+    /* A renamed segment: its first index no longer follows on. */
+    ASSERT_OK(seg_at(t.wal, 2, p1, sizeof(p1)));
+    strcpy(p2, p1);
+    p2[strlen(p2) - 5] ^= 1; /* last hex digit of the first index */
+    ASSERT_OK(rename(p1, p2));
+    ASSERT_EQ(reopen(t.wal, &o, NULL, &res, NULL, err, sizeof(err)),
+              WAL_ECORRUPT);
+    ASSERT(strstr(err, p2) != NULL);
+    ASSERT(strstr(err, "offset 0") != NULL);
+    ASSERT_OK(rename(p2, p1));
+    ASSERT_OK(reopen(t.wal, &o, NULL, &res, NULL, NULL, 0));
+    wal_read_result_free(&res);
+    /* A missing segment. */
+    ASSERT_OK(unlink(p1));
+    ASSERT_EQ(reopen(t.wal, &o, NULL, &res, NULL, err, sizeof(err)),
+              WAL_ECORRUPT);
+    ASSERT(strstr(err, "missing segment") != NULL);
+    tdir_free(&t);
+}
+
+/* ---- asynchronous API on a libuv loop ----------------------------------- */
+
+struct slow_hooks {
+    struct thooks th;
+    long synced; /* fdatasyncs completed */
+};
+
+static int slow_fdatasync(void *c, int fd)
+{
+    struct slow_hooks *s = c;
+    int rv = th_hit(&s->th, HK_FDATASYNC);
+    struct timespec ts = {0, 300000}; /* a 0.3 ms "disk" */
+    if (rv)
+        return rv;
+    nanosleep(&ts, NULL);
+    __atomic_add_fetch(&s->synced, 1, __ATOMIC_SEQ_CST);
+    return 0;
+}
+
+struct actx {
+    struct wal *w;
+    struct slow_hooks *sh;
+    struct wal_append_req reqs[64];
+    long synced_at_submit[64];
+    uint64_t index_of[64];
+    uint64_t next_index;
+    uint64_t total;
+    uint64_t done;
+    uint64_t last_done_index;
+    int errors;
+    int order_ok;
+    int durable_ok;
+    int first_err;
+    int canceled;
+    int submit_errors;
+};
+
+static void acb(struct wal_append_req *req, int status);
+
+static int asubmit(struct actx *a, int slot)
+{
+    unsigned char buf[128];
+    uint64_t i = a->next_index++;
+    struct wal_entry e = {1, i, 0, buf, sizeof(buf)};
+    int rv;
+    fill_data(buf, sizeof(buf), i, 1);
+    a->reqs[slot].data = a;
+    a->index_of[slot] = i;
+    a->synced_at_submit[slot] =
+        __atomic_load_n(&a->sh->synced, __ATOMIC_SEQ_CST);
+    rv = wal_append(a->w, &a->reqs[slot], NULL, &e, 1, acb);
+    if (rv)
+        a->next_index--; /* refused: its callback will never run */
+    return rv;
+}
+
+static void acb(struct wal_append_req *req, int status)
+{
+    struct actx *a = req->data;
+    int slot = (int)(req - a->reqs);
+    a->done++;
+    if (a->index_of[slot] != a->last_done_index + 1)
+        a->order_ok = 0;
+    a->last_done_index = a->index_of[slot];
+    if (status == WAL_ECANCELED) {
+        a->canceled++;
+        return;
+    }
+    if (status) {
+        if (!a->errors)
+            a->first_err = status;
+        a->errors++;
+        return;
+    }
+    if (a->errors)
+        a->order_ok = 0; /* success after a failure */
+    /* Acknowledged only after an fsync that started after submission. */
+    if (__atomic_load_n(&a->sh->synced, __ATOMIC_SEQ_CST) <=
+        a->synced_at_submit[slot])
+        a->durable_ok = 0;
+    if (a->next_index <= a->total && asubmit(a, slot) != 0)
+        a->submit_errors++;
+}
+
+TEST(async_group_commit)
+{
+    struct tdir t;
+    uv_loop_t loop;
+    struct slow_hooks sh;
+    struct actx a;
+    struct wal_read_result res;
+    struct wal_options o = {.segment_size = 65536};
+    tdir_make(&t);
+    memset(&sh, 0, sizeof(sh));
+    th_init(&sh.th);
+    sh.th.h.ctx = &sh; /* slow_hooks starts with thooks */
+    sh.th.nosync = 1;
+    sh.th.h.fdatasync = slow_fdatasync;
+    memset(&a, 0, sizeof(a));
+    a.sh = &sh;
+    a.next_index = 1;
+    a.total = 3000;
+    a.order_ok = a.durable_ok = 1;
+    ASSERT_OK(uv_loop_init(&loop));
+    o.loop = &loop;
+    o.hooks = &sh.th.h;
+    ASSERT_OK(wal_create(&a.w, t.wal, &MD, &o));
+    ASSERT_EQ(wal_append_sync(a.w, NULL, NULL, 0), 0);
+    for (int i = 0; i < 64; i++)
+        ASSERT_OK(asubmit(&a, i));
+    while (a.done < a.total && uv_run(&loop, UV_RUN_ONCE))
+        ;
+    ASSERT_EQ(a.done, a.total);
+    ASSERT_EQ(a.errors, 0);
+    ASSERT_EQ(a.submit_errors, 0);
+    ASSERT(a.order_ok);
+    ASSERT(a.durable_ok);
+    /* Group commit: far fewer fsyncs than appends. */
+    ASSERT_LT(sh.synced, (long)a.total / 8);
+    ASSERT_GT(count_files(t.wal, ".wal"), 3); /* cut off the loop thread */
+    wal_close(a.w, NULL, NULL);
+    uv_run(&loop, UV_RUN_DEFAULT);
+    ASSERT_OK(uv_loop_close(&loop));
+    ASSERT_OK(reopen(t.wal, NULL, NULL, &res, NULL, NULL, 0));
+    ASSERT_EQ(res.n_entries, a.total);
+    for (size_t i = 0; i < res.n_entries; i++)
+        ASSERT(res.entries[i].index == i + 1 &&
+               check_data(&res.entries[i], 128));
+    wal_read_result_free(&res);
+    tdir_free(&t);
+}
+
+TEST(async_fsync_failure)
+{
+    struct tdir t;
+    uv_loop_t loop;
+    struct slow_hooks sh;
+    struct actx a;
+    struct wal_read_result res;
+    struct wal_options o = {.segment_size = 1u << 20};
+    uint64_t acked;
+    tdir_make(&t);
+    memset(&sh, 0, sizeof(sh));
+    th_init(&sh.th);
+    sh.th.h.ctx = &sh;
+    sh.th.nosync = 1;
+    sh.th.h.fdatasync = slow_fdatasync;
+    memset(&a, 0, sizeof(a));
+    a.sh = &sh;
+    a.next_index = 1;
+    a.total = 500;
+    a.order_ok = a.durable_ok = 1;
+    ASSERT_OK(uv_loop_init(&loop));
+    o.loop = &loop;
+    o.hooks = &sh.th.h;
+    ASSERT_OK(wal_create(&a.w, t.wal, &MD, &o));
+    sh.th.fail_kind = HK_FDATASYNC;
+    sh.th.fail_at = 5;
+    for (int i = 0; i < 16; i++)
+        ASSERT_OK(asubmit(&a, i));
+    while (a.done < a.next_index - 1 && uv_run(&loop, UV_RUN_ONCE))
+        ;
+    ASSERT_EQ(a.done, a.next_index - 1); /* every callback, once */
+    ASSERT_GT(a.errors, 0);
+    ASSERT_EQ(a.first_err, -EIO);
+    ASSERT(a.order_ok);
+    ASSERT(a.durable_ok);
+    acked = a.done - (uint64_t)a.errors;
+    /* Refused synchronously from now on; cb never called. */
+    ASSERT_EQ(asubmit(&a, 0), -EIO);
+    wal_close(a.w, NULL, NULL);
+    uv_run(&loop, UV_RUN_DEFAULT);
+    ASSERT_OK(uv_loop_close(&loop));
+    ASSERT_OK(reopen(t.wal, NULL, NULL, &res, NULL, NULL, 0));
+    ASSERT_GE(res.n_entries, acked);
+    for (size_t i = 0; i < res.n_entries; i++)
+        ASSERT(check_data(&res.entries[i], 128));
+    wal_read_result_free(&res);
+    tdir_free(&t);
+}
+
+static void close_cb_flag(void *arg)
+{
+    *(int *)arg = 1;
+}
+
+TEST(async_close_cancels_queue)
+{
+    struct tdir t;
+    uv_loop_t loop;
+    struct slow_hooks sh;
+    struct actx a;
+    struct wal_read_result res;
+    struct wal_options o = {.segment_size = 1u << 20};
+    int closed = 0;
+    tdir_make(&t);
+    memset(&sh, 0, sizeof(sh));
+    th_init(&sh.th);
+    sh.th.h.ctx = &sh;
+    sh.th.nosync = 1;
+    sh.th.h.fdatasync = slow_fdatasync;
+    memset(&a, 0, sizeof(a));
+    a.sh = &sh;
+    a.next_index = 1;
+    a.total = 64; /* no resubmission */
+    a.order_ok = a.durable_ok = 1;
+    ASSERT_OK(uv_loop_init(&loop));
+    o.loop = &loop;
+    o.hooks = &sh.th.h;
+    ASSERT_OK(wal_create(&a.w, t.wal, &MD, &o));
+    for (int i = 0; i < 64; i++)
+        ASSERT_OK(asubmit(&a, i));
+    wal_close(a.w, close_cb_flag, &closed);
+    uv_run(&loop, UV_RUN_DEFAULT);
+    ASSERT_EQ(closed, 1);
+    ASSERT_EQ(a.done, 64);
+    ASSERT_EQ(a.errors, 0);
+    ASSERT(a.order_ok);
+    ASSERT_OK(uv_loop_close(&loop));
+    ASSERT_OK(reopen(t.wal, NULL, NULL, &res, NULL, NULL, 0));
+    ASSERT_GE(res.n_entries, 64 - (size_t)a.canceled);
+    wal_read_result_free(&res);
+    tdir_free(&t);
+}
+
+/* ---- real crashes ---------------------------------------------------------*/
+
+struct cctx {
+    struct wal *w;
+    struct wal_append_req reqs[8];
+    uint64_t idx[8]; /* entry index in flight in reqs[k] */
+    uint64_t next;
+    int fd;
+};
+
+static size_t crash_len(uint64_t index)
+{
+    uint64_t s = index + 17;
+    return (size_t)(rng_next(&s) % 700);
+}
+
+static void ccb(struct wal_append_req *req, int status);
+
+static void csubmit(struct cctx *c, struct wal_append_req *req)
+{
+    uint64_t i = c->next++;
+    size_t len = crash_len(i);
+    unsigned char buf[700];
+    struct wal_entry e = {1, i, 0, buf, len};
+    struct wal_hard_state hs = {1, 0, i};
+    fill_data(buf, len, i, 1);
+    req->data = c;
+    c->idx[req - c->reqs] = i;
+    if (wal_append(c->w, req, i % 5 == 0 ? &hs : NULL, &e, 1, ccb))
+        _exit(3);
+}
+
+static void ccb(struct wal_append_req *req, int status)
+{
+    struct cctx *c = req->data;
+    uint64_t idx = 0;
+    if (status)
+        _exit(4);
+    /* Acknowledged: the entry is durable. Only now tell the parent. */
+    idx = c->idx[req - c->reqs];
+    if (write(c->fd, &idx, sizeof(idx)) != sizeof(idx))
+        _exit(5);
+    csubmit(c, req);
+}
+
+static void crash_child(const char *dir, int fd, int short_writes)
+{
+    uv_loop_t loop;
+    struct cctx c;
+    struct thooks th;
+    struct wal_options o = {.segment_size = 8192};
+    struct wal_read_result res;
+    int rv;
+    memset(&c, 0, sizeof(c));
+    c.fd = fd;
+    uv_loop_init(&loop);
+    o.loop = &loop;
+    /* Short writes split each batch over many syscalls, so a kill can land
+     * between them and leave a torn tail, as a power cut would. */
+    th_init(&th);
+    th.max_write = 61;
+    th.nosync = 1; /* a killed process loses no page cache anyway */
+    if (short_writes)
+        o.hooks = &th.h;
+    if (!wal_exists(dir)) {
+        rv = wal_create(&c.w, dir, &MD, &o);
+        c.next = 1;
+    } else {
+        rv = wal_open(&c.w, dir, &o);
+        if (!rv)
+            rv = wal_read_all(c.w, NULL, &res);
+        if (!rv) {
+            c.next = res.n_entries + 1;
+            wal_read_result_free(&res);
+            rv = wal_start_append(c.w);
+        }
+    }
+    if (rv)
+        _exit(2);
+    for (int i = 0; i < 8; i++)
+        csubmit(&c, &c.reqs[i]);
+    uv_run(&loop, UV_RUN_DEFAULT);
+    _exit(6);
+}
+
+static int64_t now_us(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
+TEST(sigkill_crash_rounds)
+{
+    struct tdir t;
+    uint64_t s = 12345, max_acked = 0;
+    int rounds = getenv("WAL_CRASH_ROUNDS") ? atoi(getenv("WAL_CRASH_ROUNDS"))
+                                            : 200;
+    int64_t t0 = now_us();
+    struct tlog lg;
+    struct wal_options vo = {.log = tlog_cb, .log_data = &lg};
+    tlog_init(&lg);
+    tdir_make(&t);
+    for (int round = 0; round < rounds; round++) {
+        int p[2], st;
+        pid_t pid;
+        uint64_t target = 1 + rng_next(&s) % 60, got = 0, idx;
+        int64_t kill_at = now_us() + (int64_t)(rng_next(&s) % 20000);
+        int by_time = rng_next(&s) % 3 == 0;
+        struct wal_read_result res;
+        char err[900];
+        int rv;
+        ASSERT_OK(pipe(p));
+        pid = fork();
+        ASSERT_GE(pid, 0);
+        if (pid == 0) {
+            close(p[0]);
+            crash_child(t.wal, p[1], round % 2);
+        }
+        close(p[1]);
+        for (;;) {
+            struct pollfd pf = {p[0], POLLIN, 0};
+            int64_t left = by_time ? kill_at - now_us() : 5000000;
+            if (by_time && left <= 0)
+                break;
+            if (!by_time && got >= target)
+                break;
+            if (poll(&pf, 1, (int)(left / 1000) + 1) <= 0) {
+                if (by_time)
+                    continue;
+                break; /* child stuck or died: checked below */
+            }
+            if (read(p[0], &idx, sizeof(idx)) != sizeof(idx))
+                break;
+            if (idx > max_acked)
+                max_acked = idx;
+            got++;
+        }
+        kill(pid, SIGKILL);
+        ASSERT_EQ(waitpid(pid, &st, 0), pid);
+        /* Anything reported before death counts as acknowledged. */
+        while (read(p[0], &idx, sizeof(idx)) == sizeof(idx))
+            if (idx > max_acked)
+                max_acked = idx;
+        close(p[0]);
+        if (!WIFSIGNALED(st)) {
+            fprintf(stderr, "round %d: child exited %d\n", round,
+                    WEXITSTATUS(st));
+            ASSERT(0);
+        }
+        if (!wal_exists(t.wal)) {
+            ASSERT_EQ(max_acked, 0);
+            continue;
+        }
+        rv = reopen(t.wal, &vo, NULL, &res, NULL, err, sizeof(err));
+        if (rv)
+            fprintf(stderr, "round %d: %s\n", round, err);
+        ASSERT_OK(rv);
+        ASSERT_GE(res.n_entries, max_acked);
+        for (size_t i = 0; i < res.n_entries; i++) {
+            ASSERT_EQ(res.entries[i].index, i + 1);
+            ASSERT(check_data(&res.entries[i], crash_len(i + 1)));
+        }
+        wal_read_result_free(&res);
+    }
+    fprintf(stderr,
+            "  %d rounds, %" PRIu64 " entries acknowledged, %d torn tails "
+            "repaired, %" PRId64 " ms\n",
+            rounds, max_acked, lg.n[WAL_LOG_WARN], (now_us() - t0) / 1000);
+    ASSERT_EQ(lg.n[WAL_LOG_ERROR], 0);
+    ASSERT_GT(max_acked, 100);
+    tdir_free(&t);
+}
+
 TEST_MAIN(TEST_ENTRY(crc32c_paths), TEST_ENTRY(create_empty_reopen),
           TEST_ENTRY(round_trip_reopen_cut), TEST_ENTRY(big_entries),
           TEST_ENTRY(rewrite_by_later_term), TEST_ENTRY(snapshot_and_purge),
           TEST_ENTRY(lock_keeps_second_handle_out),
           TEST_ENTRY(torn_tail_every_offset),
-          TEST_ENTRY(flipped_byte_refused))
+          TEST_ENTRY(flipped_byte_refused),
+          TEST_ENTRY(short_writes_round_trip),
+          TEST_ENTRY(every_storage_call_fails_once),
+          TEST_ENTRY(failed_fsync_is_sticky),
+          TEST_ENTRY(commit_only_hard_state_skips_fsync),
+          TEST_ENTRY(missing_segment_and_index_gap_refused),
+          TEST_ENTRY(async_group_commit), TEST_ENTRY(async_fsync_failure),
+          TEST_ENTRY(async_close_cancels_queue),
+          TEST_ENTRY(sigkill_crash_rounds))
