@@ -131,3 +131,26 @@ def test_watch_rejects_garbage_index(fsm):
     except OSError as e:
         assert e.errno == 22
     os.close(fd)
+
+
+def test_blocked_reader_killed_and_interrupted(fsm):
+    import signal
+    import subprocess
+    p = subprocess.Popen(["cat", fsm.p(".watch")], stdout=subprocess.PIPE)
+    time.sleep(0.2)
+    assert p.poll() is None  # blocked in read
+    p.send_signal(signal.SIGINT)
+    assert p.wait(5) != 0
+    # A Python reader interrupted by a signal handler gets EINTR retried by
+    # Python (PEP 475) and still receives the next event.
+    fd = os.open(fsm.p(".watch"), os.O_RDONLY)
+    fired = []
+    old = signal.signal(signal.SIGALRM, lambda *a: fired.append(1))
+    try:
+        signal.setitimer(signal.ITIMER_REAL, 0.2)
+        threading.Timer(0.5, lambda: fsm.control("set /after x")).start()
+        ev = json.loads(os.read(fd, 65536))
+    finally:
+        signal.signal(signal.SIGALRM, old)
+    assert fired and ev["node"]["key"] == "/after"
+    os.close(fd)
