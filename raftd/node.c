@@ -49,6 +49,11 @@ uint64_t raftd_member_id_get(const struct raftd *n)
     return n->member_id;
 }
 
+int raftd_client_port(const struct raftd *n)
+{
+    return n->client_port;
+}
+
 uint64_t raftd_cluster_id_get(const struct raftd *n)
 {
     return n->cluster_id;
@@ -257,12 +262,13 @@ static void node_propose_internal(struct raftd *n,
                    raft_strerror(rv));
 }
 
-/* etcd's first entries after a fresh start put the member's raft
- * attributes, its published attributes and the cluster version into the
- * store's internal tree, so its first user key gets index 4. We do the same
- * under the hidden "/_etcfs" directory so indexes match etcd's answer for
- * answer; after a restart etcd publishes the attributes again, and so do
- * we. */
+/* etcd's first entries after a fresh start put each member's raft
+ * attributes (when the bootstrap conf change entries apply, see
+ * node_apply_conf), then the member's published attributes and the cluster
+ * version into the store's internal tree, so its first user key gets index
+ * 4 at raft index 5. We do the same under the hidden "/_etcfs" directory so
+ * indexes match etcd's answer for answer; after a restart etcd publishes
+ * the attributes again, and so do we. */
 static void node_publish(struct raftd *n)
 {
     const struct raftd_config *cfg = n->cfg;
@@ -274,23 +280,6 @@ static void node_publish(struct raftd *n)
     memset(&r, 0, sizeof(r));
     r.method = STORE_METHOD_PUT;
     r.prev_exist = -1;
-    if (n->fresh) {
-        store_buf_append(&b, "{\"peerURLs\":[", 13);
-        for (size_t i = 0; i < cfg->initial_advertise_peer_urls.n; i++) {
-            const char *u = cfg->initial_advertise_peer_urls.v[i];
-            if (i)
-                store_buf_append(&b, ",", 1);
-            store_json_string(&b, u, strlen(u));
-        }
-        store_buf_append(&b, "]}", 2);
-        snprintf(path, sizeof(path), "/_etcfs/members/%s/raftAttributes",
-                 n->member_id_hex);
-        r.path = path;
-        r.val = b.data;
-        r.val_len = b.len;
-        node_propose_internal(n, &r);
-        b.len = 0;
-    }
     store_buf_append(&b, "{\"name\":", 8);
     store_json_string(&b, cfg->name, strlen(cfg->name));
     store_buf_append(&b, ",\"clientURLs\":[", 15);
@@ -411,6 +400,47 @@ static int node_persist(struct raftd *n, const struct raft_ready *rd)
 
 static void node_maybe_snapshot(struct raftd *n);
 
+/* A committed conf change: etcd records the member's raft attributes in
+ * its store (one store index), so do we. Peer URLs come from the context
+ * (a later member add) or, for the bootstrap entries, the initial cluster. */
+static void node_apply_conf(struct raftd *n, const struct raft_entry *e)
+{
+    struct raft_conf_change cc;
+    const struct raftd_member_cfg *m = NULL;
+    struct store_event *ev = NULL;
+    struct store_error err;
+    struct store_buf b;
+    char path[96];
+
+    if (raft_conf_change_decode(e->data, e->len, &cc) != 0 ||
+        cc.op != RAFT_CONF_ADD_VOTER)
+        return;
+    for (size_t i = 0; i < n->cfg->n_members; i++)
+        if (n->cfg->members[i].id == cc.node)
+            m = &n->cfg->members[i];
+    store_buf_init(&b);
+    if (cc.context_len > 0) {
+        store_buf_append(&b, cc.context, cc.context_len);
+    } else {
+        store_buf_append(&b, "{\"peerURLs\":[", 13);
+        for (size_t i = 0; m && i < m->peer_urls.n; i++) {
+            if (i)
+                store_buf_append(&b, ",", 1);
+            store_json_string(&b, m->peer_urls.v[i],
+                              strlen(m->peer_urls.v[i]));
+        }
+        store_buf_append(&b, "]}", 2);
+    }
+    snprintf(path, sizeof(path), "/_etcfs/members/%llx/raftAttributes",
+             (unsigned long long)cc.node);
+    memset(&err, 0, sizeof(err));
+    if (store_set(n->store, path, false, b.data, b.len, 0, false, 0, &ev,
+                  &err) == 0)
+        store_event_unref(ev);
+    store_error_clear(&err);
+    store_buf_free(&b);
+}
+
 static void node_apply_one(struct raftd *n, const struct raft_entry *e)
 {
     Etcfs__Request *rq;
@@ -420,8 +450,12 @@ static void node_apply_one(struct raftd *n, const struct raft_entry *e)
     struct raftd_write_req *w = NULL;
     int method, rv;
 
-    if (e->type != RAFT_ENTRY_NORMAL || e->len == 0)
-        return; /* conf changes: single member for now; leader no-ops */
+    if (e->type == RAFT_ENTRY_CONF_CHANGE) {
+        node_apply_conf(n, e);
+        return;
+    }
+    if (e->len == 0)
+        return; /* a leader's no-op */
     rq = etcfs__request__unpack(NULL, e->len, e->data);
     if (rq == NULL) {
         raftd_logf(&n->log, RAFTD_LOG_ERROR, "raftd",
@@ -1091,7 +1125,10 @@ int raftd_start(struct raftd *n)
         return rv;
     for (size_t i = 0; i < n->cfg->listen_client_urls.n; i++) {
         const char *url = n->cfg->listen_client_urls.v[i];
-        rv = http_server_listen(n->http, url, NULL);
+        int port = 0;
+        rv = http_server_listen(n->http, url, &port);
+        if (rv == 0 && i == 0)
+            n->client_port = port;
         if (rv != 0) {
             raftd_logf(&n->log, RAFTD_LOG_ERROR, "raftd",
                        "listen tcp %s: %s", url, strerror(-rv));

@@ -11,3 +11,4 @@ add_executable(raftd main.c)
 target_link_libraries(raftd PRIVATE etcfs_raftd)
 
 etcfs_unit_test(test_config etcfs_raftd)
+etcfs_unit_test(test_node etcfs_raftd)

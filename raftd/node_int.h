@@ -72,6 +72,7 @@ struct raftd {
     int handles_open;
 
     struct http_server *http;
+    int client_port;
 
     /* Proposals waiting for their entry to be applied, by request id. */
     struct raftd_write_req *waiters[NODE_WAITER_BUCKETS];
