@@ -696,14 +696,65 @@ static void api_redirect(struct http_request *req, const char *to)
     free(loc);
 }
 
+static void parked_close_cb(struct http_request *req, int status)
+{
+    /* Stays parked: answered (into the void) when the member is ready, or
+     * failed by raftd_close through api_unpark. */
+    (void)req;
+    (void)status;
+}
+
+static void api_dispatch(struct raftd *n, struct http_request *req);
+
+void api_unpark(struct raftd *n)
+{
+    struct http_request **list = n->parked;
+    size_t count = n->n_parked;
+    n->parked = NULL;
+    n->n_parked = n->cap_parked = 0;
+    for (size_t i = 0; i < count; i++) {
+        http_request_set_close_cb(list[i], NULL);
+        node_api_release(n);
+        if (n->closing)
+            api_internal_error(n, list[i], -ECANCELED);
+        else
+            api_dispatch(n, list[i]);
+    }
+    free(list);
+}
+
 void api_handle(struct http_request *req)
 {
     struct raftd *n = req->server_data;
+
+    req->data = NULL;
+    if (!n->serving && !n->closing) {
+        if (n->n_parked == n->cap_parked) {
+            size_t cap = n->cap_parked ? 2 * n->cap_parked : 16;
+            struct http_request **p =
+                realloc(n->parked, cap * sizeof(*p));
+            if (p == NULL) {
+                api_cors(req);
+                api_internal_error(n, req, -ENOMEM);
+                return;
+            }
+            n->parked = p;
+            n->cap_parked = cap;
+        }
+        n->parked[n->n_parked++] = req;
+        n->api_active++;
+        http_request_set_close_cb(req, parked_close_cb);
+        return;
+    }
+    api_dispatch(n, req);
+}
+
+static void api_dispatch(struct raftd *n, struct http_request *req)
+{
     const char *path = req->path;
     size_t len = strlen(path);
     char stackbuf[512], *clean = stackbuf;
 
-    req->data = NULL;
     api_metrics_count(n, req->method);
     api_cors(req);
     if (strcmp(req->method, "OPTIONS") == 0) {

@@ -49,6 +49,11 @@ uint64_t raftd_member_id_get(const struct raftd *n)
     return n->member_id;
 }
 
+int raftd_is_ready(const struct raftd *n)
+{
+    return n->serving;
+}
+
 int raftd_client_port(const struct raftd *n)
 {
     return n->client_port;
@@ -154,6 +159,8 @@ static void reads_fail_all(struct raftd *n, int status)
 static const char *const method_names[] = {"PUT",  "POST", "DELETE", "QGET",
                                            "GET",  "SYNC", "RENAME"};
 
+static void node_publish(struct raftd *n);
+
 /* Encode r as a raftd Request with id and time, and propose it. */
 static int node_propose(struct raftd *n, const struct store_request *r,
                         uint64_t id, int64_t now)
@@ -219,6 +226,10 @@ int raftd_write(struct raftd *n, struct raftd_write_req *req,
         return -ECANCELED;
     if (n->wal_error)
         return -EIO;
+    /* Our attribute entries go before any client write, as in etcd
+     * (whose member publishes before it serves clients). */
+    if (!n->published && raft_role(n->raft) == RAFT_LEADER)
+        node_publish(n);
     req->id_ = ++n->next_req_id;
     req->cb_ = cb;
     req->start_ns_ = node_now_ns();
@@ -271,6 +282,8 @@ static void node_propose_internal(struct raftd *n,
  * the attributes again, and so do we. */
 static void node_publish(struct raftd *n)
 {
+    if (n->published)
+        return;
     const struct raftd_config *cfg = n->cfg;
     struct store_request r;
     char path[96];
@@ -595,9 +608,16 @@ static void node_process(struct raftd *n)
         return;
     if (n->reads_ready)
         node_serve_reads(n);
-    if (!n->published && raft_role(n->raft) == RAFT_LEADER &&
-        raft_applied_index(n->raft) >= n->start_applied)
+    if (!n->published && raft_role(n->raft) == RAFT_LEADER)
         node_publish(n);
+    if (!n->serving && n->started &&
+        raft_applied_index(n->raft) >= n->replay_target) {
+        n->serving = true;
+        raftd_logf(&n->log, RAFTD_LOG_INFO, "raftd",
+                   "applied the log up to index %llu; serving reads",
+                   (unsigned long long)n->replay_target);
+        api_unpark(n);
+    }
     node_maybe_snapshot(n);
 }
 
@@ -1094,6 +1114,8 @@ int raftd_start(struct raftd *n)
     uv_timer_start(&n->sync_timer, node_sync_cb, NODE_SYNC_INTERVAL_MS,
                    NODE_SYNC_INTERVAL_MS);
 
+    n->replay_target = raft_last_index(n->raft);
+    n->started = true;
     /* Replay what the WAL holds, then (as etcd's initial election tick
      * advance does) fast-forward the clock: a cluster of one elects itself
      * at once instead of after a full election timeout. */
@@ -1217,6 +1239,7 @@ void raftd_close(struct raftd *n, void (*cb)(void *arg), void *arg)
     }
     waiters_fail_all(n, -ECANCELED);
     reads_fail_all(n, -ECANCELED);
+    api_unpark(n);
     if (n->http) {
         http_server_close(n->http, NULL);
         n->http = NULL;

@@ -96,6 +96,14 @@ struct raftd {
     /* Bootstrap bookkeeping, to number the store like etcd does. */
     bool fresh;
     bool published;
+    /* Requests are parked until the store has applied every entry the
+     * WAL held at start (a restarted member must not answer from a store
+     * that is behind what it acknowledged before). */
+    bool started;
+    bool serving;
+    uint64_t replay_target;
+    struct http_request **parked;
+    size_t n_parked, cap_parked;
     uint64_t start_applied; /* applied index after replay */
 
     /* Stats (/v2/stats/self, /v2/stats/leader). */
@@ -129,6 +137,8 @@ void node_api_release(struct raftd *n);
 
 /* HTTP: the handler for every request of the client server. */
 void api_handle(struct http_request *req);
+/* Dispatch the requests parked while the member was catching up. */
+void api_unpark(struct raftd *n);
 /* JSON bodies of the stats endpoints (stats.c), no trailing newline. */
 int stats_self_json(struct raftd *n, struct store_buf *b);
 int stats_leader_json(struct raftd *n, struct store_buf *b);

@@ -148,6 +148,10 @@ void raftd_close(struct raftd *n, void (*cb)(void *arg), void *arg);
  * Borrowed; never mutate it directly: writes go through raftd_write. */
 struct store *raftd_store(struct raftd *n);
 uint64_t raftd_member_id_get(const struct raftd *n);
+/* 1 once the member has applied every entry its WAL held at start (local
+ * reads are then at least as new as anything acknowledged before a
+ * restart); HTTP requests arriving earlier are held until then. */
+int raftd_is_ready(const struct raftd *n);
 /* The port the first client listener bound (useful with port 0), or 0. */
 int raftd_client_port(const struct raftd *n);
 uint64_t raftd_cluster_id_get(const struct raftd *n);

@@ -49,7 +49,12 @@ static int fixture_start(struct fixture *f, const char *snapcount)
     rv = raftd_new(&f->loop, &f->cfg, &f->log, &f->n);
     if (rv != 0)
         return rv;
-    return raftd_start(f->n);
+    rv = raftd_start(f->n);
+    /* Wait until the replayed log is applied (bounded by the WAL's own
+     * fsync latency: a few loop turns). */
+    for (int i = 0; rv == 0 && i < 10000 && !raftd_is_ready(f->n); i++)
+        uv_run(&f->loop, UV_RUN_ONCE);
+    return rv == 0 && !raftd_is_ready(f->n) ? -ETIMEDOUT : rv;
 }
 
 static void closed_cb(void *arg)
@@ -237,6 +242,11 @@ TEST(snapshot_then_restart)
     rm_rf(f.dir);
 }
 
+static void poll_timer_cb(uv_timer_t *t)
+{
+    (void)t;
+}
+
 static void read_cb(struct raftd_read_req *req, int status)
 {
     *(int *)req->data = status == 0 ? 1 : -1;
@@ -253,18 +263,13 @@ TEST(read_index_completes)
     rr.data = &done;
     ASSERT_OK(raftd_read_index(f.n, &rr, read_cb));
     uv_timer_init(&f.loop, &guard);
-    uv_timer_start(&guard, (uv_timer_cb)uv_timer_stop, 5000, 0);
+    uv_timer_start(&guard, poll_timer_cb, 5000, 0);
     while (done == 0 && uv_is_active((uv_handle_t *)&guard))
         uv_run(&f.loop, UV_RUN_ONCE);
     uv_close((uv_handle_t *)&guard, NULL);
     ASSERT_EQ(done, 1);
     fixture_stop(&f);
     rm_rf(f.dir);
-}
-
-static void poll_timer_cb(uv_timer_t *t)
-{
-    (void)t;
 }
 
 TEST(ttl_expires_through_sync)
