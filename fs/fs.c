@@ -96,6 +96,8 @@ int fs_options_parse(struct fs_options *o, const char *opts, char **opts_copy)
             o->ro = false;
         } else if (strcmp(t, "debug") == 0 && val == NULL) {
             o->debug = true;
+        } else if (strcmp(t, "noinotify") == 0 && val == NULL) {
+            o->no_inotify = true;
         } else if (strcmp(t, "root") == 0 && val != NULL && val[0] == '/') {
             o->root = val;
         } else if (val == NULL) {
@@ -416,17 +418,10 @@ static void entry_fill(const struct fs *fs, struct fuse_entry_param *e,
 
 /* fuse_lowlevel_notify_inval_* may wait on the kernel (page locks held by
  * a read that only this loop can answer), so they never run on the loop
- * thread: jobs go to the notifier thread, which only calls libfuse. */
-static void notify_push(struct fs *fs, fuse_ino_t ino, fuse_ino_t parent,
-                        const char *name)
+ * thread: jobs go to the notifier thread, which only calls libfuse and,
+ * for replays, makes syscalls on the mount that the loop answers. */
+static void job_push(struct fs *fs, struct fs_notify *n)
 {
-    struct fs_notify *n = calloc(1, sizeof(*n) + (name ? strlen(name) : 0) + 1);
-    if (n == NULL)
-        return; /* caches then expire by their timeouts */
-    n->ino = ino;
-    n->parent = parent;
-    if (name != NULL)
-        strcpy(n->name, name);
     pthread_mutex_lock(&fs->nlock);
     if (fs->ntail != NULL)
         fs->ntail->next = n;
@@ -437,10 +432,98 @@ static void notify_push(struct fs *fs, fuse_ino_t ino, fuse_ino_t parent,
     pthread_mutex_unlock(&fs->nlock);
 }
 
+static void job_free(struct fs_notify *n)
+{
+    free(n->rel);
+    free(n->rel2);
+    free(n);
+}
+
+static void notify_push(struct fs *fs, fuse_ino_t ino, fuse_ino_t parent,
+                        const char *name)
+{
+    struct fs_notify *n = calloc(1, sizeof(*n) + (name ? strlen(name) : 0) + 1);
+    if (n == NULL)
+        return; /* caches then expire by their timeouts */
+    n->type = parent != 0 ? FS_JOB_INVAL_ENTRY : FS_JOB_INVAL_INODE;
+    n->ino = ino;
+    n->parent = parent;
+    if (name != NULL)
+        strcpy(n->name, name);
+    job_push(fs, n);
+}
+
+static void replay_push(struct fs *fs, int rkind, const char *rel,
+                        const char *rel2, bool dir)
+{
+    struct fs_notify *n = calloc(1, sizeof(*n) + 1);
+    if (n == NULL)
+        return;
+    n->type = FS_JOB_REPLAY;
+    n->rkind = rkind;
+    n->dir = dir;
+    n->rel = strdup(rel);
+    n->rel2 = rel2 ? strdup(rel2) : NULL;
+    if (n->rel == NULL || (rel2 != NULL && n->rel2 == NULL)) {
+        job_free(n);
+        return;
+    }
+    job_push(fs, n);
+}
+
+/* Redo a remote change through the mount so that the kernel raises the
+ * inotify events it raises for local changes (it raises none for
+ * notify_inval_*). The loop answers these requests as no-ops describing
+ * the state before the change (see replay_job_of). Errors are ignored:
+ * then watchers simply miss that event. */
+static void replay_run(struct fs *fs, const struct fs_notify *n)
+{
+    char *p = NULL, *q = NULL;
+    int fd;
+    if (asprintf(&p, "%s%s", fs->mountpoint, n->rel) < 0)
+        return;
+    switch (n->rkind) {
+    case FS_REPLAY_CREATE_FILE:
+        fd = open(p, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+        if (fd >= 0) {
+            close(fd);
+            break;
+        }
+        /* The kernel already knew the name: report a modification. */
+        /* fall through */
+    case FS_REPLAY_MODIFY:
+        fd = open(p, O_WRONLY | O_CLOEXEC);
+        if (fd >= 0) {
+            if (pwrite(fd, "", 1, 0) < 0) {
+                /* ignored: watchers miss this one */
+            }
+            close(fd);
+        }
+        break;
+    case FS_REPLAY_CREATE_DIR:
+        mkdir(p, 0755);
+        break;
+    case FS_REPLAY_DELETE_FILE:
+        unlink(p);
+        break;
+    case FS_REPLAY_DELETE_DIR:
+        rmdir(p);
+        break;
+    case FS_REPLAY_RENAME:
+        if (asprintf(&q, "%s%s", fs->mountpoint, n->rel2) >= 0) {
+            rename(q, p);
+            free(q);
+        }
+        break;
+    }
+    free(p);
+}
+
 static void *notify_main(void *arg)
 {
     struct fs *fs = arg;
     pthread_mutex_lock(&fs->nlock);
+    fs->replay_tid = gettid();
     for (;;) {
         while (fs->nhead == NULL && !fs->nstop)
             pthread_cond_wait(&fs->ncond, &fs->nlock);
@@ -451,19 +534,106 @@ static void *notify_main(void *arg)
         if (fs->nhead == NULL)
             fs->ntail = NULL;
         bool stop = fs->nstop;
+        if (n->type == FS_JOB_REPLAY)
+            fs->replay_cur = n;
         pthread_mutex_unlock(&fs->nlock);
-        if (!stop) {
-            if (n->parent != 0)
-                fuse_lowlevel_notify_inval_entry(fs->se, n->parent, n->name,
-                                                 strlen(n->name));
-            else
-                fuse_lowlevel_notify_inval_inode(fs->se, n->ino, 0, 0);
-        }
-        free(n);
+        if (stop)
+            ;
+        else if (n->type == FS_JOB_INVAL_ENTRY)
+            fuse_lowlevel_notify_inval_entry(fs->se, n->parent, n->name,
+                                             strlen(n->name));
+        else if (n->type == FS_JOB_INVAL_INODE)
+            fuse_lowlevel_notify_inval_inode(fs->se, n->ino, 0, 0);
+        else
+            replay_run(fs, n);
         pthread_mutex_lock(&fs->nlock);
+        fs->replay_cur = NULL;
+        job_free(n);
     }
     pthread_mutex_unlock(&fs->nlock);
     return NULL;
+}
+
+/* The replay job when req comes from the replayer thread, copied out
+ * (caller frees rel/rel2), else false. */
+struct replay_view {
+    int rkind;
+    bool dir;
+    char *rel, *rel2;
+};
+
+static bool replay_job_of(struct fs *fs, fuse_req_t req, struct replay_view *v)
+{
+    bool ok = false;
+    pid_t pid = fuse_req_ctx(req)->pid;
+    memset(v, 0, sizeof(*v));
+    pthread_mutex_lock(&fs->nlock);
+    if (pid == fs->replay_tid && fs->replay_cur != NULL) {
+        v->rkind = fs->replay_cur->rkind;
+        v->dir = fs->replay_cur->dir;
+        v->rel = strdup(fs->replay_cur->rel);
+        v->rel2 = fs->replay_cur->rel2 ? strdup(fs->replay_cur->rel2) : NULL;
+        ok = v->rel != NULL;
+    }
+    pthread_mutex_unlock(&fs->nlock);
+    return ok;
+}
+
+static bool is_replayer(struct fs *fs, fuse_req_t req)
+{
+    bool r;
+    pthread_mutex_lock(&fs->nlock);
+    r = fuse_req_ctx(req)->pid == fs->replay_tid && fs->replay_cur != NULL;
+    pthread_mutex_unlock(&fs->nlock);
+    return r;
+}
+
+/* Local mutations in flight (see struct fs_local). */
+static struct fs_local *local_begin(struct fs *fs, const char *store_path,
+                                    bool post)
+{
+    struct fs_local *l = malloc(sizeof(*l) + strlen(store_path) + 1);
+    if (l == NULL)
+        return NULL; /* at worst its event is replayed: a duplicate */
+    strcpy(l->path, store_path);
+    l->post = post;
+    l->prev = NULL;
+    l->next = fs->locals;
+    if (fs->locals != NULL)
+        fs->locals->prev = l;
+    fs->locals = l;
+    return l;
+}
+
+static void local_end(struct fs *fs, struct fs_local *l)
+{
+    if (l == NULL)
+        return;
+    if (l->prev != NULL)
+        l->prev->next = l->next;
+    else
+        fs->locals = l->next;
+    if (l->next != NULL)
+        l->next->prev = l->prev;
+    free(l);
+}
+
+/* Whether ev is the event of one of our own mutations. */
+static bool event_is_local(struct fs *fs, const struct fs_event *ev)
+{
+    for (struct fs_local *l = fs->locals; l != NULL; l = l->next) {
+        if (l->post) {
+            size_t n = strlen(l->path);
+            if (strncmp(ev->key, l->path, n) == 0 && ev->key[n] == '/' &&
+                strchr(ev->key + n + 1, '/') == NULL)
+                return true;
+        } else if (strcmp(ev->key, l->path) == 0 ||
+                   (ev->prev_key != NULL &&
+                    strcmp(ev->prev_key, l->path) == 0)) {
+            return true;
+        }
+    }
+    return false;
 }
 
 /* Drop the kernel's cached entry, attributes and data for rel. */
@@ -504,6 +674,20 @@ static void root_watch_cb(void *arg, int status, const struct fs_event *ev)
      * moves: then the kernel's dentry must go too, not just the inode's
      * cached attributes and pages. */
     bool entry = moved || removed || ev->prev_key == NULL;
+    if (!fs->opt.no_inotify && rel != NULL && !event_is_local(fs, ev)) {
+        if (moved && prel != NULL)
+            replay_push(fs, FS_REPLAY_RENAME, rel, prel, ev->dir);
+        else if (removed)
+            replay_push(fs, ev->dir ? FS_REPLAY_DELETE_DIR
+                                    : FS_REPLAY_DELETE_FILE, rel, NULL,
+                        ev->dir);
+        else if (ev->prev_key == NULL)
+            replay_push(fs, ev->dir ? FS_REPLAY_CREATE_DIR
+                                    : FS_REPLAY_CREATE_FILE, rel, NULL,
+                        ev->dir);
+        else if (!ev->dir)
+            replay_push(fs, FS_REPLAY_MODIFY, rel, NULL, false);
+    }
     if (moved && rel != NULL && prel != NULL)
         inode_move(fs, prel, rel); /* no-op if our rename_cb did it */
     if (rel != NULL)
@@ -536,6 +720,7 @@ static void fs_finish_close(struct fs *fs);
 static void ctx_free(struct fs_ctx *c)
 {
     struct fs *fs = c->fs;
+    local_end(fs, c->local);
     free(c->path);
     free(c->path2);
     free(c->buf);
@@ -603,6 +788,65 @@ static void lookup_cb(void *arg, int status, const struct fs_meta *meta,
     ctx_free(c);
 }
 
+static struct fs_fh *fh_new(struct fs *fs, struct fs_inode *in, int kind);
+static void fh_free(struct fs_fh *fh);
+
+/* ---- the replayer's requests: no-ops showing the state before the
+ * change being replayed, so that the kernel performs (and reports to
+ * inotify) the same change the store already made. */
+
+static void shadow_entry(struct fs *fs, fuse_req_t req, const char *rel,
+                         bool dir, struct fuse_file_info *fi)
+{
+    struct fuse_entry_param e;
+    struct fs_inode *in = inode_obtain(fs, rel, FS_KIND_NODE);
+    struct fs_fh *fh = NULL;
+    if (in == NULL || (fi != NULL && (fh = fh_new(fs, in, FS_KIND_NOOP)) ==
+                                         NULL)) {
+        fuse_reply_err(req, ENOMEM);
+        return;
+    }
+    in->nlookup++;
+    entry_fill(fs, &e, in, dir, 0);
+    e.attr_timeout = 0;
+    e.entry_timeout = 0;
+    if (fi == NULL) {
+        fuse_reply_entry(req, &e);
+        return;
+    }
+    fi->fh = (uintptr_t)fh;
+    fi->direct_io = 1;
+    if (fuse_reply_create(req, &e, fi) != 0) {
+        in->nlookup--;
+        fh_free(fh);
+    }
+}
+
+/* Lookup by the replayer: 1 = answered, 0 = answer normally. */
+static int shadow_lookup(struct fs *fs, fuse_req_t req, const char *rel)
+{
+    struct replay_view v;
+    int done = 0;
+    if (!replay_job_of(fs, req, &v))
+        return 0;
+    bool target = strcmp(rel, v.rel) == 0;
+    bool source = v.rel2 != NULL && strcmp(rel, v.rel2) == 0;
+    if (target && (v.rkind == FS_REPLAY_CREATE_FILE ||
+                   v.rkind == FS_REPLAY_CREATE_DIR ||
+                   v.rkind == FS_REPLAY_RENAME)) {
+        fuse_reply_err(req, ENOENT); /* not there "yet" */
+        done = 1;
+    } else if ((target && (v.rkind == FS_REPLAY_DELETE_FILE ||
+                           v.rkind == FS_REPLAY_DELETE_DIR)) ||
+               (source && v.rkind == FS_REPLAY_RENAME)) {
+        shadow_entry(fs, req, rel, v.dir, NULL); /* still there */
+        done = 1;
+    }
+    free(v.rel);
+    free(v.rel2);
+    return done;
+}
+
 static void op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 {
     struct fs *fs = fuse_req_userdata(req);
@@ -634,6 +878,10 @@ static void op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
         in->nlookup++;
         entry_fill(fs, &e, in, false, 0);
         fuse_reply_entry(req, &e);
+        return;
+    }
+    if (shadow_lookup(fs, req, rel)) {
+        free(rel);
         return;
     }
     struct fs_ctx *c = ctx_new(fs, req);
@@ -824,6 +1072,11 @@ static void op_mkdir(fuse_req_t req, fuse_ino_t parent, const char *name,
     char *rel = child_for_write(fs, req, parent, name);
     if (rel == NULL)
         return;
+    if (is_replayer(fs, req)) {
+        shadow_entry(fs, req, rel, true, NULL);
+        free(rel);
+        return;
+    }
     struct fs_ctx *c = ctx_new(fs, req);
     char *sp = store_path(fs, rel);
     if (c == NULL || sp == NULL) {
@@ -836,6 +1089,7 @@ static void op_mkdir(fuse_req_t req, fuse_ino_t parent, const char *name,
     }
     c->path = rel;
     struct fs_set_args a = {.path = sp, .dir = true, .prev_exist = 0};
+    c->local = local_begin(fs, sp, false);
     int rv = fs->ops->set(fs->data, &a, entry_reply_cb, c);
     free(sp);
     ctx_check(c, rv);
@@ -864,6 +1118,7 @@ static void op_mknod(fuse_req_t req, fuse_ino_t parent, const char *name,
     }
     c->path = rel;
     struct fs_set_args a = {.path = sp, .value = "", .prev_exist = 0};
+    c->local = local_begin(fs, sp, false);
     int rv = fs->ops->set(fs->data, &a, entry_reply_cb, c);
     free(sp);
     ctx_check(c, rv);
@@ -880,6 +1135,12 @@ static void remove_common(fuse_req_t req, fuse_ino_t parent, const char *name,
     char *rel = child_for_write(fs, req, parent, name);
     if (rel == NULL)
         return;
+    if (is_replayer(fs, req)) {
+        inode_drop_tree(fs, rel);
+        free(rel);
+        fuse_reply_err(req, 0);
+        return;
+    }
     struct fs_ctx *c = ctx_new(fs, req);
     char *sp = store_path(fs, rel);
     free(rel);
@@ -890,6 +1151,7 @@ static void remove_common(fuse_req_t req, fuse_ino_t parent, const char *name,
         fuse_reply_err(req, ENOMEM);
         return;
     }
+    c->local = local_begin(fs, sp, false);
     int rv = fs->ops->del(fs->data, sp, dir, false, err_reply_cb, c);
     free(sp);
     ctx_check(c, rv);
@@ -922,8 +1184,10 @@ static void start_rename(struct fs_ctx *c)
     struct fs *fs = c->fs;
     char *a = store_path(fs, c->path), *b = store_path(fs, c->path2);
     int rv = -ENOMEM;
-    if (a != NULL && b != NULL)
+    if (a != NULL && b != NULL) {
+        c->local = local_begin(fs, a, false);
         rv = fs->ops->rename(fs->data, a, b, rename_cb, c);
+    }
     free(a);
     free(b);
     if (rv == -ENOSYS)
@@ -963,6 +1227,13 @@ static void op_rename(fuse_req_t req, fuse_ino_t parent, const char *name,
     char *to = child_for_write(fs, req, newparent, newname);
     if (to == NULL) {
         free(from);
+        return;
+    }
+    if (is_replayer(fs, req)) {
+        inode_drop_tree(fs, from); /* the shadow inode of the source */
+        free(from);
+        free(to);
+        fuse_reply_err(req, 0);
         return;
     }
     struct fs_ctx *c = ctx_new(fs, req);
@@ -1101,9 +1372,17 @@ static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
         fuse_reply_err(req, EROFS);
         return;
     }
-    struct fs_fh *fh = fh_new(fs, in, in->kind);
+    bool replayer = in->kind == FS_KIND_NODE && is_replayer(fs, req);
+    struct fs_fh *fh = fh_new(fs, in, replayer ? FS_KIND_NOOP : in->kind);
     if (fh == NULL) {
         fuse_reply_err(req, ENOMEM);
+        return;
+    }
+    if (replayer) {
+        fi->direct_io = 1; /* its write must not touch the page cache */
+        fi->fh = (uintptr_t)fh;
+        if (fuse_reply_open(req, fi) != 0)
+            fh_free(fh);
         return;
     }
     fh->append = (fi->flags & O_APPEND) != 0;
@@ -1198,6 +1477,11 @@ static void op_create(fuse_req_t req, fuse_ino_t parent, const char *name,
     char *rel = child_for_write(fs, req, parent, name);
     if (rel == NULL)
         return;
+    if (is_replayer(fs, req)) {
+        shadow_entry(fs, req, rel, false, fi);
+        free(rel);
+        return;
+    }
     if (!(fi->flags & O_EXCL)) {
         create_finish(fs, req, rel, fi);
         free(rel);
@@ -1227,6 +1511,10 @@ static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
                     struct fuse_file_info *fi)
 {
     struct fs_fh *fh = fh_of(fi);
+    if (fh->kind == FS_KIND_NOOP) {
+        fuse_reply_buf(req, NULL, 0);
+        return;
+    }
     if (fh->kind == FS_KIND_WATCH) {
         read_watch(req, fh, size);
         return;
@@ -1252,6 +1540,10 @@ static void op_write(fuse_req_t req, fuse_ino_t ino, const char *buf,
     struct fs_fh *fh = fh_of(fi);
     int rv;
 
+    if (fh->kind == FS_KIND_NOOP) {
+        fuse_reply_write(req, size);
+        return;
+    }
     if (fh->fs->opt.ro) {
         fuse_reply_err(req, EROFS);
         return;
@@ -1327,6 +1619,7 @@ static void fh_store(struct fs_fh *fh, fuse_req_t req)
     if (sp == NULL) {
         rv = -ENOMEM;
     } else if (fh->kind == FS_KIND_NEW) {
+        c->local = local_begin(fs, sp, true);
         rv = fs->ops->post(fs->data, sp, fh->buf ? fh->buf : "", fh->len,
                            post_cb, c);
     } else {
@@ -1336,6 +1629,7 @@ static void fh_store(struct fs_fh *fh, fuse_req_t req)
             .value_len = fh->len,
             .prev_exist = fh->excl ? 0 : -1,
         };
+        c->local = local_begin(fs, sp, false);
         rv = fs->ops->set(fs->data, &a, flush_cb, c);
     }
     free(sp);
@@ -1351,7 +1645,8 @@ static void fh_store(struct fs_fh *fh, fuse_req_t req)
 static void op_flush(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
     struct fs_fh *fh = fh_of(fi);
-    if (fh->kind != FS_KIND_WATCH && fh->dirty && !fh->flushing &&
+    if (fh->kind != FS_KIND_WATCH && fh->kind != FS_KIND_NOOP && fh->dirty &&
+        !fh->flushing &&
         !(fh->kind == FS_KIND_NEW && fh->created != NULL)) {
         fh_store(fh, req);
         return;
@@ -1377,7 +1672,7 @@ static void op_release(fuse_req_t req, fuse_ino_t ino,
         watch_stop(fh);
     if (fh->flushing)
         return; /* flush_cb frees */
-    if (fh->dirty && fh->kind != FS_KIND_WATCH &&
+    if (fh->dirty && fh->kind != FS_KIND_WATCH && fh->kind != FS_KIND_NOOP &&
         !(fh->kind == FS_KIND_NEW && fh->created != NULL)) {
         fh_store(fh, NULL); /* a write after the last flush */
         return;
@@ -1425,6 +1720,8 @@ static void truncate_get_cb(void *arg, int status, const struct fs_meta *meta,
     char *sp = store_path(fs, c->path);
     struct fs_set_args a = {.path = sp, .value = c->buf,
                             .value_len = c->len, .prev_exist = 1};
+    if (sp != NULL)
+        c->local = local_begin(fs, sp, false);
     int rv = sp ? fs->ops->set(fs->data, &a, truncate_set_cb, c) : -ENOMEM;
     free(sp);
     ctx_check(c, rv);
@@ -1684,6 +1981,8 @@ static void read_new(fuse_req_t req, struct fs_fh *fh, size_t size)
     char *sp = store_path(fs, fh->in->path);
     fh->dirty = false;
     fh->flushing = true;
+    if (sp != NULL)
+        c->local = local_begin(fs, sp, true);
     int rv = sp ? fs->ops->post(fs->data, sp, fh->buf ? fh->buf : "",
                                 fh->len, post_cb, c)
                 : -ENOMEM;
@@ -2093,6 +2392,8 @@ static void ttl_get_cb(void *arg, int status, const struct fs_meta *m,
         .prev_index = m->dir ? 0 : m->modified_index,
         .ttl = (int64_t)c->len,
     };
+    if (sp != NULL)
+        c->local = local_begin(fs, sp, false);
     int rv = sp ? fs->ops->set(fs->data, &a, ttl_set_cb, c) : -ENOMEM;
     free(sp);
     ctx_check(c, rv);
@@ -2242,6 +2543,14 @@ int fs_new(uv_loop_t *loop, const struct fs_backend_ops *ops, void *data,
     fs->opt = *opt;
     fs->opt.mountpoint = NULL;
     fs->next_ino = FUSE_ROOT_ID;
+    if (fs->opt.ro)
+        fs->opt.no_inotify = true; /* the kernel refuses the replays */
+    fs->mountpoint = realpath(opt->mountpoint, NULL);
+    if (fs->mountpoint == NULL) {
+        rv = -errno;
+        free(fs);
+        return rv;
+    }
     clock_gettime(CLOCK_REALTIME, &fs->mount_time);
     /* The root is kept without a trailing slash: "" for the whole tree. */
     const char *r = opt->root != NULL ? opt->root : "/";
@@ -2319,6 +2628,7 @@ err_after_alloc:
     free(fs->by_ino);
     free(fs->by_path);
     free(fs->root);
+    free(fs->mountpoint);
     free(fs);
     return rv;
 }
@@ -2337,6 +2647,7 @@ static void handle_closed(uv_handle_t *h)
     free(fs->by_ino);
     free(fs->by_path);
     free(fs->root);
+    free(fs->mountpoint);
     free(fs);
 }
 
@@ -2351,8 +2662,10 @@ static void fs_finish_close(struct fs *fs)
     pthread_join(fs->nthread, NULL);
     while ((n = fs->nhead) != NULL) {
         fs->nhead = n->next;
-        free(n);
+        job_free(n);
     }
+    while (fs->locals != NULL)
+        local_end(fs, fs->locals);
     pthread_cond_destroy(&fs->ncond);
     pthread_mutex_destroy(&fs->nlock);
     while (fs->fhs != NULL) {

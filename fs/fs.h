@@ -149,6 +149,7 @@ struct fs_options {
     bool allow_other;
     bool ro;                /* mount read-only: every write is EROFS */
     bool debug;             /* libfuse's -d */
+    bool no_inotify;        /* do not replay remote changes for inotify */
     double entry_timeout;   /* kernel cache timeouts, seconds */
     double attr_timeout;
     size_t max_value;       /* larger writes fail with EFBIG */
@@ -164,7 +165,7 @@ void fs_options_init(struct fs_options *o);
 
 /* Parse one comma-separated -o string (uid=N, gid=N, mode=OCTAL for files
  * (directories get the x bits where r is set), allow_other, ro, root=PATH,
- * debug, max_value=BYTES, timeout=SECONDS) into o. Unknown options are
+ * debug, max_value=BYTES, timeout=SECONDS, noinotify) into o. Unknown options are
  * -EINVAL. opts is borrowed; o->root then points into *opts_copy, a heap
  * copy the caller frees with free() after fs_close. */
 int fs_options_parse(struct fs_options *o, const char *opts, char **opts_copy);

@@ -22,6 +22,25 @@ enum {
     FS_KIND_WATCH,    /* DIR/.watch */
     FS_KIND_NEW,      /* DIR/.new */
     FS_KIND_DIR,      /* only for handles: an open directory */
+    FS_KIND_NOOP,     /* only for handles: the replayer's, does nothing */
+};
+
+/* Jobs of the notifier thread. */
+enum {
+    FS_JOB_INVAL_INODE,
+    FS_JOB_INVAL_ENTRY,
+    FS_JOB_REPLAY, /* redo a remote change through the mount for inotify */
+};
+
+/* What a replay job does through the mount (and what the daemon answers
+ * the replayer's requests with: the state before the change). */
+enum {
+    FS_REPLAY_CREATE_FILE, /* open(O_CREAT|O_EXCL) + close */
+    FS_REPLAY_CREATE_DIR,  /* mkdir */
+    FS_REPLAY_MODIFY,      /* open + 1-byte write (ignored) + close */
+    FS_REPLAY_DELETE_FILE, /* unlink */
+    FS_REPLAY_DELETE_DIR,  /* rmdir */
+    FS_REPLAY_RENAME,      /* rename(rel2, rel) */
 };
 
 /* One inode: a mount-relative path ("" root, "/a/b"; for .watch/.new the
@@ -94,15 +113,30 @@ struct fs_ctx {
     size_t len, len2;
     struct fs_fh *fh;
     struct fuse_file_info fi;
+    struct fs_local *local;
 };
 
-/* One cache invalidation for the notifier thread: an entry (parent != 0)
- * or an inode's attributes and data. */
+/* One job for the notifier thread: invalidate an entry (parent, name) or
+ * an inode's attributes and data (ino), or replay a remote change. */
 struct fs_notify {
     struct fs_notify *next;
+    int type;
+    int rkind;     /* FS_REPLAY_* */
+    bool dir;      /* replay: the node is a directory */
     fuse_ino_t ino;
     fuse_ino_t parent;
+    char *rel;     /* replay: mount-relative target path */
+    char *rel2;    /* replay: rename source */
     char name[];
+};
+
+/* A mutation this mount has asked the backend for and not yet seen
+ * completed: its event is local (the kernel already raised inotify events
+ * for it), not a remote change to replay. */
+struct fs_local {
+    struct fs_local *prev, *next;
+    bool post; /* path is the directory of a POST */
+    char path[];
 };
 
 struct fs {
@@ -132,6 +166,12 @@ struct fs {
     pthread_cond_t ncond;
     struct fs_notify *nhead, *ntail;
     bool nstop;
+    /* inotify replay (under nlock): the replayer's thread id and the job
+     * it is running, so the loop can answer its requests. */
+    char *mountpoint; /* absolute */
+    pid_t replay_tid;
+    struct fs_notify *replay_cur;
+    struct fs_local *locals;
 };
 
 #endif /* ETCFS_FS_INT_H */

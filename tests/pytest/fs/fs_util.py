@@ -103,3 +103,60 @@ def errno_of(fn, *args):
 
 def xattr(path, name):
     return os.getxattr(path, name).decode()
+
+
+class Inotify:
+    """A minimal inotify reader over ctypes (no third-party module)."""
+
+    IN_MODIFY = 0x2
+    IN_CLOSE_WRITE = 0x8
+    IN_MOVED_FROM = 0x40
+    IN_MOVED_TO = 0x80
+    IN_CREATE = 0x100
+    IN_DELETE = 0x200
+    IN_ISDIR = 0x40000000
+    ALL = 0xfff
+
+    def __init__(self, path):
+        import ctypes
+        self.libc = ctypes.CDLL(None, use_errno=True)
+        self.fd = self.libc.inotify_init1(os.O_NONBLOCK | os.O_CLOEXEC)
+        assert self.fd >= 0
+        wd = self.libc.inotify_add_watch(self.fd, path.encode(), self.ALL)
+        assert wd >= 0, "inotify_add_watch: errno %d" % ctypes.get_errno()
+
+    def events(self, timeout=0.5):
+        """(mask, name) pairs read until timeout passes without news."""
+        import select
+        import struct
+        out = []
+        while True:
+            r, _, _ = select.select([self.fd], [], [], timeout)
+            if not r:
+                return out
+            buf = os.read(self.fd, 65536)
+            i = 0
+            while i < len(buf):
+                _wd, mask, _cookie, n = struct.unpack_from("iIII", buf, i)
+                name = buf[i + 16:i + 16 + n].rstrip(b"\0").decode()
+                out.append((mask, name))
+                i += 16 + n
+
+    def wait(self, mask, name, timeout=5.0):
+        """Return once an event with all bits of mask for name arrives."""
+        deadline = time.monotonic() + timeout
+        seen = []
+        backlog = getattr(self, "backlog", [])
+        while time.monotonic() < deadline:
+            batch = backlog + self.events(0.1)
+            backlog = []
+            for i, (m, n) in enumerate(batch):
+                seen.append((hex(m), n))
+                if n == name and m & mask == mask:
+                    self.backlog = batch[i + 1:]
+                    return seen
+        self.backlog = []
+        raise AssertionError("no inotify %s for %r; saw %r" % (hex(mask), name, seen))
+
+    def close(self):
+        os.close(self.fd)

@@ -130,3 +130,34 @@ def test_sigterm_and_external_unmount_are_clean(fsm_make):
     m2 = fsm_make()
     subprocess.run(["fusermount3", "-u", m2.path], check=True)
     assert m2.proc.wait(10) == 0
+
+
+def test_inotify_sees_remote_changes(fsm):
+    from fs_util import Inotify
+    os.mkdir(fsm.p("d"))
+    ino = Inotify(fsm.p("d"))
+    try:
+        fsm.control("set /d/new v")
+        ino.wait(Inotify.IN_CREATE, "new")
+        fsm.control("set /d/new v2")
+        ino.wait(Inotify.IN_MODIFY, "new")
+        assert open(fsm.p("d", "new")).read() == "v2"  # the replay wrote nothing
+        fsm.control("mkdir /d/sub")
+        ino.wait(Inotify.IN_CREATE | Inotify.IN_ISDIR, "sub")
+        fsm.control("mv /d/new /d/renamed")
+        ino.wait(Inotify.IN_MOVED_FROM, "new")
+        ino.wait(Inotify.IN_MOVED_TO, "renamed")
+        fsm.control("rm /d/renamed")
+        ino.wait(Inotify.IN_DELETE, "renamed")
+        fsm.control("rmdir /d/sub")
+        ino.wait(Inotify.IN_DELETE | Inotify.IN_ISDIR, "sub")
+        assert os.listdir(fsm.p("d")) == []
+        # Local changes are reported once by the kernel itself, not twice.
+        with open(fsm.p("d", "local"), "w") as f:
+            f.write("x")
+        evs = ino.events(0.5)
+        creates = [e for e in evs if e[1] == "local" and e[0] & Inotify.IN_CREATE]
+        assert len(creates) == 1, evs
+        assert open(fsm.p("d", "local")).read() == "x"
+    finally:
+        ino.close()
