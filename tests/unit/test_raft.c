@@ -442,7 +442,8 @@ TEST(bad_input)
 /* A small synchronous cluster: every batch is persisted at once and all
  * messages are delivered in order, except to or from isolated members. */
 
-#define CN 3
+#define CN 3   /* bootstrap members */
+#define CMAX 4 /* plus one that may join */
 
 struct cnode {
     struct raft *r;
@@ -455,7 +456,8 @@ struct cnode {
 };
 
 struct cluster {
-    struct cnode n[CN];
+    struct cnode n[CMAX];
+    int nn; /* members running */
     struct raft_message q[4096];
     size_t nq;
     unsigned snapshots_sent;
@@ -542,7 +544,7 @@ static void c_process(struct cluster *c, struct cnode *nd)
 static void c_run(struct cluster *c)
 {
     for (int round = 0; round < 100; round++) {
-        for (int i = 0; i < CN; i++)
+        for (int i = 0; i < c->nn; i++)
             c_process(c, &c->n[i]);
         if (c->nq == 0)
             return;
@@ -568,10 +570,13 @@ static int c_init(struct cluster *c, bool pre_vote, bool check_quorum)
 {
     static const raft_id voters[CN] = {1, 2, 3};
     memset(c, 0, sizeof(*c));
-    for (int i = 0; i < CN; i++) {
+    c->nn = CMAX;
+    for (int i = 0; i < CMAX; i++) {
+        /* Member 4 starts empty: it joins only if a conf change adds it. */
         struct raft_config cfg = {.id = (raft_id)i + 1, .election_tick = 10,
                                   .seed = 7, .voters = voters,
-                                  .n_voters = CN, .pre_vote = pre_vote,
+                                  .n_voters = i < CN ? CN : 0,
+                                  .pre_vote = pre_vote,
                                   .check_quorum = check_quorum};
         if (raft_new(&cfg, NULL, NULL, NULL, 0, &c->n[i].r) != 0)
             return -1;
@@ -584,7 +589,7 @@ static void c_free(struct cluster *c)
 {
     for (size_t i = 0; i < c->nq; i++)
         msg_release(&c->q[i]);
-    for (int i = 0; i < CN; i++)
+    for (int i = 0; i < c->nn; i++)
         raft_free(c->n[i].r);
 }
 
@@ -752,6 +757,75 @@ TEST(cluster_snapshot_catch_up)
     c_free(&c);
 }
 
+TEST(cluster_membership_join_and_leader_removal)
+{
+    struct cluster c;
+    struct raft_conf_change cc = {.op = RAFT_CONF_ADD_VOTER, .node = 4,
+                                  .context = "m4", .context_len = 2};
+    struct raft_conf_state conf;
+    void *buf;
+    size_t len;
+    raft_index idx;
+
+    ASSERT_OK(c_init(&c, true, true));
+    ASSERT_OK(c_elect(&c, 0));
+    /* Member 4 is not a voter yet: it never campaigns. */
+    for (int t = 0; t < 50; t++)
+        raft_tick(c.n[3].r);
+    ASSERT_EQ(raft_role(c.n[3].r), RAFT_FOLLOWER);
+    ASSERT_EQ(raft_current_term(c.n[3].r), 0);
+
+    ASSERT_OK(raft_conf_change_encode(&cc, &buf, &len));
+    ASSERT_OK(raft_propose(c.n[0].r, RAFT_ENTRY_CONF_CHANGE, buf, len, &idx,
+                           NULL));
+    free(buf);
+    c_run(&c);
+    /* The new member learned the log, including its own addition. */
+    raft_conf(c.n[3].r, &conf);
+    ASSERT_EQ(conf.n_voters, 4);
+    ASSERT_EQ(c.n[3].d.applied, idx);
+    ASSERT_OK(raft_propose(c.n[0].r, RAFT_ENTRY_NORMAL, "after", 5, &idx,
+                           NULL));
+    c_run(&c);
+    ASSERT_EQ(c.n[3].d.applied, idx);
+
+    /* Remove the leader: it steps down once the change applies, and the
+     * other three elect a new leader among themselves. */
+    cc.op = RAFT_CONF_REMOVE_VOTER;
+    cc.node = 1;
+    ASSERT_OK(raft_conf_change_encode(&cc, &buf, &len));
+    ASSERT_OK(raft_propose(c.n[0].r, RAFT_ENTRY_CONF_CHANGE, buf, len, &idx,
+                           NULL));
+    free(buf);
+    c_run(&c);
+    ASSERT_EQ(raft_role(c.n[0].r), RAFT_FOLLOWER);
+    for (int i = 1; i < 4; i++) {
+        raft_conf(c.n[i].r, &conf);
+        ASSERT_EQ(conf.n_voters, 3);
+        ASSERT_EQ(conf.voters[0], 2);
+        ASSERT_EQ(c.n[i].d.applied, idx);
+    }
+    {
+        raft_id lead = 0;
+        for (int t = 0; t < 100 && lead == 0; t++) {
+            for (int i = 1; i < 4; i++)
+                raft_tick(c.n[i].r);
+            c_run(&c);
+            for (int i = 1; i < 4; i++)
+                if (raft_role(c.n[i].r) == RAFT_LEADER)
+                    lead = (raft_id)i + 1;
+        }
+        ASSERT_NE(lead, 0);
+        ASSERT_NE(raft_role(c.n[0].r), RAFT_LEADER);
+        ASSERT_OK(raft_propose(c.n[lead - 1].r, RAFT_ENTRY_NORMAL, "x", 1,
+                               &idx, NULL));
+        c_run(&c);
+        for (int i = 1; i < 4; i++)
+            ASSERT_EQ(c.n[i].d.applied, idx);
+    }
+    c_free(&c);
+}
+
 TEST_MAIN(TEST_ENTRY(bootstrap_and_elect),
           TEST_ENTRY(commit_waits_for_persistence),
           TEST_ENTRY(restart_from_disk),
@@ -763,4 +837,5 @@ TEST_MAIN(TEST_ENTRY(bootstrap_and_elect),
           TEST_ENTRY(cluster_follower_read_index),
           TEST_ENTRY(cluster_leader_transfer),
           TEST_ENTRY(cluster_check_quorum_steps_down),
-          TEST_ENTRY(cluster_snapshot_catch_up))
+          TEST_ENTRY(cluster_snapshot_catch_up),
+          TEST_ENTRY(cluster_membership_join_and_leader_removal))
