@@ -2655,11 +2655,27 @@ static void handle_closed(uv_handle_t *h)
 static void fs_finish_close(struct fs *fs)
 {
     struct fs_notify *n;
+    if (fs->finishing)
+        return;
+    fs->finishing = true;
     pthread_mutex_lock(&fs->nlock);
     fs->nstop = true;
     pthread_cond_signal(&fs->ncond);
     pthread_mutex_unlock(&fs->nlock);
-    pthread_join(fs->nthread, NULL);
+    /* The notifier may be inside a replay syscall on the mount that only
+     * this thread can answer: keep serving the session until it exits
+     * (the detached mount's kernel side stays alive until the fd closes). */
+    int fd = fuse_session_fd(fs->se);
+    while (pthread_tryjoin_np(fs->nthread, NULL) == EBUSY) {
+        struct pollfd p = {.fd = fd, .events = POLLIN};
+        if (poll(&p, 1, 10) <= 0)
+            continue;
+        int rv = fuse_session_receive_buf(fs->se, &fs->fbuf);
+        if (rv > 0)
+            fuse_session_process_buf(fs->se, &fs->fbuf);
+        else if (rv != -EAGAIN && rv != -EINTR)
+            usleep(1000); /* connection gone: the syscall fails by itself */
+    }
     while ((n = fs->nhead) != NULL) {
         fs->nhead = n->next;
         job_free(n);
@@ -2670,6 +2686,8 @@ static void fs_finish_close(struct fs *fs)
     pthread_mutex_destroy(&fs->nlock);
     while (fs->fhs != NULL) {
         struct fs_fh *fh = fs->fhs;
+        if (fh->kind == FS_KIND_WATCH)
+            watch_stop(fh); /* opened while draining */
         if (fh->kind == FS_KIND_DIR) {
             free(fh->dents);
             free(fh->names);

@@ -152,7 +152,7 @@ struct fs {
     uv_poll_t poll;
     uv_timer_t defer;
     int open_handles;
-    bool exited, closing;
+    bool exited, closing, finishing;
     unsigned inflight;
 
     struct fs_inode **by_ino, **by_path;

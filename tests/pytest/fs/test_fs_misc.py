@@ -130,6 +130,12 @@ def test_sigterm_and_external_unmount_are_clean(fsm_make):
     m2 = fsm_make()
     subprocess.run(["fusermount3", "-u", m2.path], check=True)
     assert m2.proc.wait(10) == 0
+    # Shutdown while remote changes are being replayed for inotify.
+    m3 = fsm_make()
+    os.mkdir(m3.p("busy"))
+    m3.control("seq /busy 500")
+    wait_for(lambda: len(os.listdir(m3.p("busy"))) > 0, 5, "first sets")
+    assert m3.stop(signal.SIGTERM) == 0
 
 
 def test_inotify_sees_remote_changes(fsm):
