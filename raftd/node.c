@@ -751,7 +751,7 @@ static void snap_marker_cb(struct wal_append_req *req, int status)
 {
     struct snap_job *job = req->data;
     struct raftd *n = job->n;
-    if (status == 0 && !n->closing) {
+    if (status == 0) {
         int purged = wal_purge(n->wal, job->index, n->cfg->max_wals);
         uint64_t keep = job->index > NODE_SNAPSHOT_CATCHUP
                             ? job->index - NODE_SNAPSHOT_CATCHUP
@@ -782,7 +782,7 @@ static void snap_after_cb(uv_work_t *w, int status)
     if (status == 0)
         status = job->status;
     store_buf_free(&job->image);
-    if (status != 0 || n->closing) {
+    if (status != 0 || n->wal == NULL || n->wal_closing) {
         if (status != 0)
             raftd_logf(&n->log, RAFTD_LOG_ERROR, "raftd",
                        "snapshot at index %llu failed: %s",
@@ -805,16 +805,24 @@ static void snap_after_cb(uv_work_t *w, int status)
 /* etcd snapshots once applied - last snapshot > --snapshot-count. The
  * store image is serialised on the loop (a consistent cut, no locking);
  * compression and the fsyncs happen on a worker thread. */
+static void node_snapshot_start(struct raftd *n);
+
 static void node_maybe_snapshot(struct raftd *n)
+{
+    raft_index applied = raft_applied_index(n->raft);
+    if (n->snap_in_progress || n->wal_error || applied <= n->snap_index ||
+        applied - n->snap_index <= n->cfg->snapshot_count)
+        return;
+    node_snapshot_start(n);
+}
+
+static void node_snapshot_start(struct raftd *n)
 {
     raft_index applied = raft_applied_index(n->raft);
     struct raft_snapshot_meta sm;
     struct snap_job *job;
     int rv;
 
-    if (n->snap_in_progress || n->wal_error || applied <= n->snap_index ||
-        applied - n->snap_index <= n->cfg->snapshot_count)
-        return;
     if (raft_snapshot_meta(n->raft, applied, &sm) != 0)
         return;
     job = calloc(1, sizeof(*job));
@@ -1240,6 +1248,12 @@ void raftd_close(struct raftd *n, void (*cb)(void *arg), void *arg)
     waiters_fail_all(n, -ECANCELED);
     reads_fail_all(n, -ECANCELED);
     api_unpark(n);
+    /* A snapshot at shutdown makes the next start a snapshot load instead
+     * of a replay of up to --snapshot-count entries; clients cannot tell
+     * (a snapshot adds no entry). */
+    if (!n->snap_in_progress && !n->wal_error && n->raft && n->started &&
+        raft_applied_index(n->raft) >= n->snap_index + NODE_CLOSE_SNAPSHOT_MIN)
+        node_snapshot_start(n);
     if (n->http) {
         http_server_close(n->http, NULL);
         n->http = NULL;

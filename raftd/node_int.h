@@ -19,6 +19,8 @@
 #define NODE_WAITER_BUCKETS 4096u /* power of two */
 #define NODE_SYNC_INTERVAL_MS 500 /* etcd's SYNC cadence */
 #define NODE_SNAPSHOT_CATCHUP 5000u /* entries kept after a snapshot */
+/* Entries since the last snapshot that make close take one. */
+#define NODE_CLOSE_SNAPSHOT_MIN 1000u
 
 /* Latency histogram buckets (seconds), Prometheus style. */
 #define METRICS_N_BUCKETS 12
