@@ -1,0 +1,477 @@
+/* fs_backend.c - the fs.h backend of raftd --mount: local reads and
+ * watches on the member's store (from its loop, so no locks), writes as
+ * Raft proposals. "No leader" (-EAGAIN) is retried every 50 ms for a
+ * bounded time, then the filesystem call fails with EIO, never hangs. */
+#include "fs_backend.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <uv.h>
+
+#include "raftd.h"
+#include "store.h"
+
+#define RETRY_MS 50
+
+struct fs_backend_watch {
+    struct raftd_fs *b;
+    struct store_watcher *sw;
+    fs_watch_cb cb;
+    void *arg;
+};
+
+/* One write in flight: the request is copied so it can be re-proposed. */
+struct fs_op {
+    struct raftd_fs *b;
+    struct fs_op *prev, *next;
+    struct raftd_write_req wr;
+    uv_timer_t timer;
+    struct store_request r;
+    char *path, *new_path;
+    void *val, *prev_value;
+    int64_t deadline_ns;
+    int kind; /* 0 write, 1 post */
+    fs_write_cb wcb;
+    fs_post_cb pcb;
+    void *arg;
+    bool in_raft; /* raftd owns the completion */
+};
+
+struct raftd_fs {
+    struct raftd *n;
+    uv_loop_t *loop;
+    unsigned wait_ms;
+    struct fs_op *ops;
+    unsigned live; /* ops not yet freed (their timers may be closing) */
+    bool closing;
+};
+
+static int64_t now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+static int status_of(int rv, const struct store_error *err)
+{
+    return rv == STORE_EV2 ? err->code : rv;
+}
+
+static void meta_of(struct fs_meta *m, const struct store_node *n)
+{
+    m->dir = n->dir;
+    m->created_index = n->created_index;
+    m->modified_index = n->modified_index;
+    m->expiration = n->expiration;
+    m->ttl = n->ttl;
+}
+
+/* ---- reads: the local member's view ---- */
+
+static int b_get(void *data, const char *path, fs_get_cb cb, void *arg)
+{
+    struct raftd_fs *b = data;
+    struct store_event *ev = NULL;
+    struct store_error err = {0};
+    struct fs_meta m = {0};
+    int rv = store_read(raftd_store(b->n), path, false, now_ns(), &ev, &err);
+    rv = status_of(rv, &err);
+    store_error_clear(&err);
+    if (rv != 0) {
+        cb(arg, rv, NULL, NULL, 0);
+        return 0;
+    }
+    meta_of(&m, &ev->node);
+    cb(arg, 0, &m, ev->node.value ? ev->node.value : "", ev->node.value_len);
+    store_event_unref(ev);
+    return 0;
+}
+
+static int b_list(void *data, const char *path, fs_list_cb cb, void *arg)
+{
+    struct raftd_fs *b = data;
+    struct store_event *ev = NULL;
+    struct store_error err = {0};
+    struct fs_meta m = {0};
+    int rv = store_read(raftd_store(b->n), path, false, now_ns(), &ev, &err);
+    rv = status_of(rv, &err);
+    store_error_clear(&err);
+    if (rv == 0 && !ev->node.dir) {
+        store_event_unref(ev);
+        rv = STORE_ECODE_NOT_DIR;
+    }
+    if (rv != 0) {
+        cb(arg, rv, NULL, NULL, 0);
+        return 0;
+    }
+    struct fs_dirent *ents = calloc(ev->node.n_nodes + 1, sizeof(*ents));
+    if (ents == NULL) {
+        store_event_unref(ev);
+        return -ENOMEM;
+    }
+    for (size_t i = 0; i < ev->node.n_nodes; i++) {
+        const struct store_node *c = &ev->node.nodes[i];
+        const char *slash = strrchr(c->key, '/');
+        ents[i].name = slash ? slash + 1 : c->key;
+        meta_of(&ents[i].meta, c);
+    }
+    meta_of(&m, &ev->node);
+    cb(arg, 0, &m, ents, ev->node.n_nodes);
+    free(ents);
+    store_event_unref(ev);
+    return 0;
+}
+
+static uint64_t b_index(void *data)
+{
+    struct raftd_fs *b = data;
+    return store_index(raftd_store(b->n));
+}
+
+/* ---- watches ---- */
+
+static void deliver(struct fs_backend_watch *w, struct store_event *ev)
+{
+    struct store_buf buf;
+    struct fs_event fe = {0};
+    store_buf_init(&buf);
+    if (store_event_json(&buf, ev) != 0) {
+        store_buf_free(&buf);
+        return;
+    }
+    fe.json = buf.data;
+    fe.json_len = buf.len;
+    fe.action = store_action_name(ev->action);
+    fe.key = ev->node.key;
+    fe.prev_key = ev->prev_node ? ev->prev_node->key : NULL;
+    fe.dir = ev->node.dir;
+    fe.index = ev->node.modified_index;
+    w->cb(w->arg, 0, &fe);
+    store_buf_free(&buf);
+}
+
+static void store_cb(struct store_watcher *sw, struct store_event *ev,
+                     void *data)
+{
+    struct fs_backend_watch *w = data;
+    if (ev == NULL) {
+        w->cb(w->arg, -ECANCELED, NULL);
+        free(w);
+        return;
+    }
+    deliver(w, ev); /* may cancel and free w: touch nothing after */
+}
+
+static int b_watch(void *data, const char *path, uint64_t since,
+                   fs_watch_cb cb, void *arg, struct fs_backend_watch **out)
+{
+    struct raftd_fs *b = data;
+    struct store *s = raftd_store(b->n);
+    struct fs_backend_watch *w = calloc(1, sizeof(*w));
+    if (w == NULL)
+        return -ENOMEM;
+    w->b = b;
+    w->cb = cb;
+    w->arg = arg;
+    *out = NULL;
+    /* The store's watch stops at the first history match: walk the
+     * history one event at a time, then let a stream watcher take over. */
+    for (;;) {
+        struct store_event *hist = NULL;
+        struct store_error err = {0};
+        int rv = store_watch(s, path, true, true, since, store_cb, w, &w->sw,
+                             &hist, NULL, &err);
+        if (rv == STORE_EV2) {
+            struct store_buf buf;
+            struct fs_event fe = {0};
+            int code = err.code;
+            store_buf_init(&buf);
+            if (store_error_json(&buf, &err) == 0) {
+                fe.json = buf.data;
+                fe.json_len = buf.len;
+            }
+            store_error_clear(&err);
+            free(w);
+            cb(arg, code, &fe);
+            store_buf_free(&buf);
+            return 0;
+        }
+        store_error_clear(&err);
+        if (rv != 0) {
+            free(w);
+            return rv;
+        }
+        if (hist == NULL)
+            break;
+        since = hist->node.modified_index + 1;
+        deliver(w, hist);
+        store_event_unref(hist);
+    }
+    *out = w;
+    return 0;
+}
+
+static void b_watch_cancel(void *data, struct fs_backend_watch *w)
+{
+    struct raftd_fs *b = data;
+    store_watcher_cancel(raftd_store(b->n), w->sw);
+    free(w);
+}
+
+/* ---- writes through Raft ---- */
+
+static void op_timer_closed(uv_handle_t *h)
+{
+    struct fs_op *op = h->data;
+    struct raftd_fs *b = op->b;
+    free(op->path);
+    free(op->new_path);
+    free(op->val);
+    free(op->prev_value);
+    free(op);
+    if (--b->live == 0 && b->closing)
+        free(b);
+}
+
+/* Complete op once: unlink, call back, free (after the timer closes). */
+static void op_done(struct fs_op *op, int status, struct store_event *ev)
+{
+    struct raftd_fs *b = op->b;
+    struct fs_meta m = {0};
+    if (op->prev != NULL)
+        op->prev->next = op->next;
+    else
+        b->ops = op->next;
+    if (op->next != NULL)
+        op->next->prev = op->prev;
+    if (ev != NULL)
+        meta_of(&m, &ev->node);
+    if (op->kind == 1)
+        op->pcb(op->arg, status, status == 0 && ev ? ev->node.key : NULL,
+                status == 0 ? &m : NULL);
+    else
+        op->wcb(op->arg, status, status == 0 ? &m : NULL);
+    uv_close((uv_handle_t *)&op->timer, op_timer_closed);
+}
+
+static void op_propose(struct fs_op *op);
+
+static void write_cb(struct raftd_write_req *wr, int status,
+                     struct store_event *ev, const struct store_error *err)
+{
+    struct fs_op *op = wr->data;
+    op->in_raft = false;
+    if (status == 0 && ev == NULL)
+        status = err != NULL && err->code != 0 ? err->code : -EIO;
+    op_done(op, status, status == 0 ? ev : NULL);
+}
+
+static void retry_cb(uv_timer_t *t)
+{
+    op_propose(t->data);
+}
+
+static void op_propose(struct fs_op *op)
+{
+    struct raftd_fs *b = op->b;
+    int64_t t = now_ns();
+    if (b->closing) {
+        op_done(op, -ECANCELED, NULL);
+        return;
+    }
+    op->wr.data = op;
+    int rv = raftd_write(b->n, &op->wr, &op->r, write_cb);
+    if (rv == 0) {
+        op->in_raft = true;
+        return;
+    }
+    if (rv == -EAGAIN && t < op->deadline_ns) {
+        uv_timer_start(&op->timer, retry_cb, RETRY_MS, 0);
+        return;
+    }
+    /* No leader within the bound, or the WAL failed: EIO, not a hang. */
+    op_done(op, rv == -ENOMEM ? -ENOMEM : -EIO, NULL);
+}
+
+static char *dup_bytes(const void *p, size_t n)
+{
+    char *d = malloc(n + 1);
+    if (d != NULL) {
+        if (n > 0)
+            memcpy(d, p, n);
+        d[n] = '\0';
+    }
+    return d;
+}
+
+static struct fs_op *op_new(struct raftd_fs *b, const char *path)
+{
+    struct fs_op *op = calloc(1, sizeof(*op));
+    if (op == NULL)
+        return NULL;
+    op->b = b;
+    op->path = strdup(path);
+    if (op->path == NULL) {
+        free(op);
+        return NULL;
+    }
+    op->r.path = op->path;
+    op->r.prev_exist = -1;
+    op->deadline_ns = now_ns() + (int64_t)b->wait_ms * 1000000;
+    return op;
+}
+
+/* Start op (taking it): 0, or -ENOMEM with op freed and no callback. */
+static int op_start(struct raftd_fs *b, struct fs_op *op)
+{
+    b->live++;
+    uv_timer_init(b->loop, &op->timer);
+    op->timer.data = op;
+    op->next = b->ops;
+    if (b->ops != NULL)
+        b->ops->prev = op;
+    b->ops = op;
+    op_propose(op);
+    return 0;
+}
+
+static void op_free_unstarted(struct fs_op *op)
+{
+    free(op->path);
+    free(op->new_path);
+    free(op->val);
+    free(op->prev_value);
+    free(op);
+}
+
+static int b_set(void *data, const struct fs_set_args *a, fs_write_cb cb,
+                 void *arg)
+{
+    struct raftd_fs *b = data;
+    struct fs_op *op = op_new(b, a->path);
+    if (op == NULL)
+        return -ENOMEM;
+    op->r.method = STORE_METHOD_PUT;
+    op->r.dir = a->dir;
+    if (!a->dir) {
+        op->val = dup_bytes(a->value, a->value_len);
+        op->r.val = op->val;
+        op->r.val_len = a->value_len;
+    }
+    if (a->prev_value_len > 0) {
+        op->prev_value = dup_bytes(a->prev_value, a->prev_value_len);
+        op->r.prev_value = op->prev_value;
+        op->r.prev_value_len = a->prev_value_len;
+    }
+    op->r.prev_index = a->prev_index;
+    op->r.prev_exist = a->prev_exist;
+    op->r.expiration = a->ttl > 0 ? now_ns() + a->ttl * 1000000000 : 0;
+    if ((!a->dir && op->val == NULL) ||
+        (a->prev_value_len > 0 && op->prev_value == NULL)) {
+        op_free_unstarted(op);
+        return -ENOMEM;
+    }
+    op->wcb = cb;
+    op->arg = arg;
+    return op_start(b, op);
+}
+
+static int b_del(void *data, const char *path, bool dir, bool recursive,
+                 fs_write_cb cb, void *arg)
+{
+    struct raftd_fs *b = data;
+    struct fs_op *op = op_new(b, path);
+    if (op == NULL)
+        return -ENOMEM;
+    op->r.method = STORE_METHOD_DELETE;
+    op->r.dir = dir;
+    op->r.recursive = recursive;
+    op->wcb = cb;
+    op->arg = arg;
+    return op_start(b, op);
+}
+
+static int b_post(void *data, const char *dir_path, const void *value,
+                  size_t value_len, fs_post_cb cb, void *arg)
+{
+    struct raftd_fs *b = data;
+    struct fs_op *op = op_new(b, dir_path);
+    if (op == NULL)
+        return -ENOMEM;
+    op->r.method = STORE_METHOD_POST;
+    op->val = dup_bytes(value, value_len);
+    if (op->val == NULL) {
+        op_free_unstarted(op);
+        return -ENOMEM;
+    }
+    op->r.val = op->val;
+    op->r.val_len = value_len;
+    op->kind = 1;
+    op->pcb = cb;
+    op->arg = arg;
+    return op_start(b, op);
+}
+
+static int b_rename(void *data, const char *old_path, const char *new_path,
+                    fs_write_cb cb, void *arg)
+{
+    struct raftd_fs *b = data;
+    struct fs_op *op = op_new(b, old_path);
+    if (op == NULL)
+        return -ENOMEM;
+    op->new_path = strdup(new_path);
+    if (op->new_path == NULL) {
+        op_free_unstarted(op);
+        return -ENOMEM;
+    }
+    op->r.method = STORE_METHOD_RENAME;
+    op->r.new_path = op->new_path;
+    op->wcb = cb;
+    op->arg = arg;
+    return op_start(b, op);
+}
+
+const struct fs_backend_ops raftd_fs_ops = {
+    .get = b_get,
+    .list = b_list,
+    .set = b_set,
+    .del = b_del,
+    .post = b_post,
+    .rename = b_rename,
+    .watch = b_watch,
+    .watch_cancel = b_watch_cancel,
+    .index = b_index,
+};
+
+int raftd_fs_new(struct raftd *n, uv_loop_t *loop, unsigned leader_wait_ms,
+                 struct raftd_fs **out)
+{
+    struct raftd_fs *b = calloc(1, sizeof(*b));
+    if (b == NULL)
+        return -ENOMEM;
+    b->n = n;
+    b->loop = loop;
+    b->wait_ms = leader_wait_ms ? leader_wait_ms : RAFTD_FS_LEADER_WAIT_MS;
+    *out = b;
+    return 0;
+}
+
+void raftd_fs_close(struct raftd_fs *b)
+{
+    b->closing = true;
+    /* Writes waiting for a leader end now; those inside raftd end when
+     * raftd_close cancels them (-ECANCELED), freeing b with the last. */
+    for (struct fs_op *op = b->ops, *next; op != NULL; op = next) {
+        next = op->next;
+        if (!op->in_raft) {
+            uv_timer_stop(&op->timer);
+            op_done(op, -ECANCELED, NULL);
+        }
+    }
+    if (b->live == 0)
+        free(b); /* no op and no timer left */
+}
