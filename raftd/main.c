@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 
 #include <uv.h>
 
@@ -78,6 +79,15 @@ int main(int argc, char **argv, char **envp)
     }
     m.log.level = cfg.log_level;
     signal(SIGPIPE, SIG_IGN);
+    {
+        /* As Go 1.19+ does for etcd: raise the open-files soft limit to the
+         * hard limit, so 10,000 watchers fit. */
+        struct rlimit rl;
+        if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+            rl.rlim_cur = rl.rlim_max;
+            setrlimit(RLIMIT_NOFILE, &rl);
+        }
+    }
     rv = uv_loop_init(&loop);
     if (rv != 0) {
         raftd_config_free(&cfg);
