@@ -21,6 +21,7 @@ struct fs_backend_watch {
 
 struct memback {
     struct store *store;
+    bool down; /* control "down 1": every operation fails with -EIO */
     uv_timer_t expire;
     struct fs_backend_watch *watches;
 };
@@ -62,6 +63,10 @@ static int apply(struct memback *mb, const struct store_request *r,
 static int mb_get(void *data, const char *path, fs_get_cb cb, void *arg)
 {
     struct memback *mb = data;
+    if (mb->down) {
+        cb(arg, -EIO, NULL, NULL, 0);
+        return 0;
+    }
     struct store_event *ev = NULL;
     struct store_error err = {0};
     struct fs_meta m = {0};
@@ -81,6 +86,10 @@ static int mb_get(void *data, const char *path, fs_get_cb cb, void *arg)
 static int mb_list(void *data, const char *path, fs_list_cb cb, void *arg)
 {
     struct memback *mb = data;
+    if (mb->down) {
+        cb(arg, -EIO, NULL, NULL, 0);
+        return 0;
+    }
     struct store_event *ev = NULL;
     struct store_error err = {0};
     struct fs_meta m = {0};
@@ -132,6 +141,10 @@ static int mb_set(void *data, const struct fs_set_args *a, fs_write_cb cb,
                   void *arg)
 {
     struct memback *mb = data;
+    if (mb->down) {
+        cb(arg, -EIO, NULL);
+        return 0;
+    }
     struct store_event *ev = NULL;
     int64_t t = now_ns();
     struct store_request r = {
@@ -156,6 +169,10 @@ static int mb_del(void *data, const char *path, bool dir, bool recursive,
                   fs_write_cb cb, void *arg)
 {
     struct memback *mb = data;
+    if (mb->down) {
+        cb(arg, -EIO, NULL);
+        return 0;
+    }
     struct store_event *ev = NULL;
     int64_t t = now_ns();
     struct store_request r = {
@@ -175,6 +192,10 @@ static int mb_post(void *data, const char *dir_path, const void *value,
                    size_t value_len, fs_post_cb cb, void *arg)
 {
     struct memback *mb = data;
+    if (mb->down) {
+        cb(arg, -EIO, NULL, NULL);
+        return 0;
+    }
     struct store_event *ev = NULL;
     struct fs_meta m = {0};
     int64_t t = now_ns();
@@ -201,6 +222,10 @@ static int mb_rename(void *data, const char *old_path, const char *new_path,
                      fs_write_cb cb, void *arg)
 {
     struct memback *mb = data;
+    if (mb->down) {
+        cb(arg, -EIO, NULL);
+        return 0;
+    }
     struct store_event *ev = NULL;
     int64_t t = now_ns();
     struct store_request r = {
@@ -389,7 +414,9 @@ int memback_control(struct memback *mb, const char *line)
     const char *rest = line + strlen(cmd) + 1 + strlen(a);
     if (*rest == ' ')
         rest++;
-    if (strcmp(cmd, "set") == 0) {
+    if (strcmp(cmd, "down") == 0) {
+        mb->down = atoi(a) != 0;
+    } else if (strcmp(cmd, "set") == 0) {
         struct fs_set_args s = {.path = a, .value = rest,
                                 .value_len = strlen(rest), .prev_exist = -1};
         mb_set(mb, &s, ignore_write, &status);

@@ -18,9 +18,11 @@ struct memback *memback_new(uv_loop_t *loop);
  * (closed asynchronously: run the loop afterwards) and free the store. */
 void memback_close(struct memback *mb);
 
-/* Apply one control line (the "remote" changes of the tests), without the
- * newline: "set KEY VALUE", "mkdir KEY", "rm KEY", "rmdir KEY" (recursive),
- * "mv FROM TO", "ttl KEY SECONDS", "seq DIR N" (DIR/0..DIR/N-1 = i).
+/* Apply one control line, without the newline: the "remote" changes of
+ * the tests, "set KEY VALUE", "mkdir KEY", "rm KEY", "rmdir KEY"
+ * (recursive), "mv FROM TO", "ttl KEY SECONDS", "seq DIR N" (DIR/0 ..
+ * DIR/N-1 = i), and "down 1" / "down 0": every operation then fails with
+ * -EIO, as with an unreachable cluster.
  * Returns 0 or a negative errno / positive etcd code. */
 int memback_control(struct memback *mb, const char *line);
 

@@ -158,3 +158,44 @@ def test_read_only_mount_is_erofs(fsm_make):
     assert errno_of(open, r.p("k"), "w") == errno.EROFS                 # 107
     assert errno_of(os.mkdir, r.p("d")) == errno.EROFS
     assert errno_of(os.setxattr, r.p("k"), "user.etcd.ttl", b"5") == errno.EROFS
+
+
+def test_unreachable_backend_is_eio_not_hang(fsm_make):
+    m = fsm_make("timeout=0")
+    open(m.p("k"), "w").write("v")
+    os.mkdir(m.p("d"))
+    m.control("down 1")
+    wait_for(lambda: errno_of(os.stat, m.p("k")) == errno.EIO, 3, "EIO")
+    assert errno_of(open, m.p("k")) == errno.EIO
+    assert errno_of(os.listdir, m.p("d")) == errno.EIO
+    assert errno_of(os.mkdir, m.p("e")) == errno.EIO
+    # A write fails at close, where the set happens.
+    def write():
+        with open(m.p("new"), "w") as f:
+            f.write("x")
+    assert errno_of(write) == errno.EIO
+    m.control("down 0")
+    wait_for(lambda: errno_of(os.stat, m.p("k")) == 0, 3, "recovery")
+    assert open(m.p("k")).read() == "v"
+    assert not os.path.exists(m.p("new"))
+
+
+def test_big_values_and_many_entries(fsm):
+    big = os.urandom(1024 * 1024)
+    with open(fsm.p("big"), "wb") as f:
+        f.write(big)
+    assert open(fsm.p("big"), "rb").read() == big
+    assert sh("md5sum < big", fsm.path).split()[0] == \
+        subprocess.run(["md5sum"], input=big, capture_output=True).stdout.split()[0]
+    os.mkdir(fsm.p("many"))
+    fsm.control("seq /many 1500")
+    wait_for(lambda: len(os.listdir(fsm.p("many"))) == 1500, 10, "1500 keys")
+    assert sorted(os.listdir(fsm.p("many")), key=int) == [str(i) for i in range(1500)]
+
+
+def test_sed_in_place_saves_by_rename(fsm):
+    with open(fsm.p("conf"), "w") as f:
+        f.write("alpha\nbeta\n")
+    sh("sed -i s/beta/gamma/ conf", fsm.path)
+    assert open(fsm.p("conf")).read() == "alpha\ngamma\n"
+    assert os.listdir(fsm.path) == ["conf"]
