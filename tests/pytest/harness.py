@@ -157,9 +157,17 @@ class Server:
                 c.request("GET", "/v2/keys/")
                 r = c.getresponse()
                 r.read()
-                c.close()
                 if r.status == 200:
-                    return
+                    # etcd writes the cluster version into its store just
+                    # after it starts serving; wait for that so indices are
+                    # stable when a test begins
+                    c.request("GET", "/version")
+                    v = c.getresponse()
+                    body = v.read()
+                    if v.status != 200 or b"not_decided" not in body:
+                        c.close()
+                        return
+                c.close()
             except (OSError, http.client.HTTPException):
                 pass
             if time.monotonic() > end:
