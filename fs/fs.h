@@ -76,7 +76,8 @@ struct fs_event {
     const char *action;   /* "set", "create", "delete", "expire", "rename"... */
     const char *key;      /* node.key */
     const char *prev_key; /* prevNode.key, NULL when absent */
-    bool dir;             /* node.dir */
+    bool dir;             /* node.dir, or prevNode.dir (etcd leaves dir
+                           * out of an expire event's node) */
     uint64_t index;       /* node.modifiedIndex (the event's index) */
 };
 

@@ -255,7 +255,7 @@ static void deliver(struct fs_backend_watch *w, struct store_event *ev)
     fe.action = store_action_name(ev->action);
     fe.key = ev->node.key;
     fe.prev_key = ev->prev_node ? ev->prev_node->key : NULL;
-    fe.dir = ev->node.dir;
+    fe.dir = ev->node.dir || (ev->prev_node && ev->prev_node->dir);
     fe.index = ev->node.modified_index;
     w->cb(w->arg, 0, &fe);
     store_buf_free(&b);

@@ -158,6 +158,9 @@ def test_inotify_sees_remote_changes(fsm):
         fsm.control("rmdir /d/sub")
         ino.wait(Inotify.IN_DELETE | Inotify.IN_ISDIR, "sub")
         assert os.listdir(fsm.p("d")) == []
+        fsm.control("ttl /d/short 1")  # expiry is a remote change too
+        ino.wait(Inotify.IN_CREATE, "short")
+        ino.wait(Inotify.IN_DELETE, "short", timeout=5)
         # Local changes are reported once by the kernel itself, not twice.
         with open(fsm.p("d", "local"), "w") as f:
             f.write("x")
