@@ -1,0 +1,95 @@
+#!/usr/bin/env bash
+# HTTP benchmark, raftd side by side with etcd 3.4 in one run: the same flags,
+# single member, loopback, one server at a time, wrk from Debian, 100-byte
+# values. Prints a markdown table (etcd, raftd, advantage, goal).
+#   tests/bench/bench_http.sh            (builds build/release if needed)
+# Env: RAFTD=path  DURATION=seconds per wrk run (10)  KEYS=200000
+#      ONLY="etcd raftd"  OUT=results dir (mktemp)
+# Not part of CI: the machine is shared, numbers are noisy; run it twice.
+set -euo pipefail
+top=$(cd "$(dirname "$0")/../.." && pwd)
+here="$top/tests/bench"
+py=/usr/bin/python3
+tool="$here/bench_http_tool.py"
+duration=${DURATION:-10}
+keys=${KEYS:-200000}
+only=${ONLY:-"etcd raftd"}
+raftd=${RAFTD:-$top/build/release/raftd/raftd}
+out=${OUT:-$(mktemp -d /tmp/etcfs-bench-http.XXXXXX)}
+mkdir -p "$out"
+results="$out/results.tsv"
+: > "$results"
+
+if [[ " $only " == *" raftd "* && -z "${RAFTD:-}" ]]; then
+    echo "== build release raftd" >&2
+    cmake -S "$top" -B "$top/build/release" -G Ninja -DCMAKE_BUILD_TYPE=Release >/dev/null
+    cmake --build "$top/build/release" -j2 --target raftd >&2
+fi
+
+pick_port() { $py -c 'import random,socket
+while True:
+    p=random.randint(20000,32000); s=socket.socket()
+    try: s.bind(("127.0.0.1",p)); s.close(); print(p); break
+    except OSError: pass'; }
+
+pid=""
+cleanup() { [ -n "$pid" ] && kill -9 "$pid" 2>/dev/null; wait 2>/dev/null || true; }
+trap cleanup EXIT
+
+# start KIND DATADIR: sets pid, url; returns when GET /v2/keys/ answers
+start() {
+    local kind=$1 dir=$2
+    local args=(--name bench --data-dir "$dir"
+        --listen-client-urls "http://127.0.0.1:$cport" --advertise-client-urls "http://127.0.0.1:$cport"
+        --listen-peer-urls "http://127.0.0.1:$pport" --initial-advertise-peer-urls "http://127.0.0.1:$pport"
+        --initial-cluster "bench=http://127.0.0.1:$pport")
+    t0=$($py -c 'import time;print(time.time())')
+    if [ "$kind" = etcd ]; then
+        etcd --enable-v2=true "${args[@]}" >>"$out/$kind.log" 2>&1 &
+    else
+        "$raftd" "${args[@]}" >>"$out/$kind.log" 2>&1 &
+    fi
+    pid=$!
+    url="http://127.0.0.1:$cport"
+}
+
+stop() { kill -TERM "$pid"; wait "$pid" 2>/dev/null || true; pid=""; }
+
+wrk_rate() { # wrk_rate CONNS THREADS SCRIPT -> requests/s
+    local c=$1 t=$2 script=$3
+    wrk -t"$t" -c"$c" -d"${duration}s" -s "$here/$script" "$url" >"$out/wrk.txt" 2>&1
+    if grep -q "Non-2xx" "$out/wrk.txt"; then cat "$out/wrk.txt" >&2; fi
+    awk '/^Requests\/sec:/ {print $2}' "$out/wrk.txt"
+}
+
+for kind in $only; do
+    cport=$(pick_port); pport=$(pick_port)
+    echo "== $kind on 127.0.0.1:$cport" >&2
+    dir="$out/$kind-data"; rm -rf "$dir"
+    start "$kind" "$dir"
+    $py "$tool" serving "$url" / "$t0" 60 >/dev/null
+    curl -s -XPUT "$url/v2/keys/bench/get" -d value=$(printf 'g%.0s' $(seq 100)) >/dev/null
+    r=$(wrk_rate 1 1 put.lua);  echo "$kind put_seq $r" | tee -a "$results" >&2
+    r=$(wrk_rate 64 2 put.lua); echo "$kind put_64 $r" | tee -a "$results" >&2
+    r=$(wrk_rate 64 2 get.lua); echo "$kind get_64 $r" | tee -a "$results" >&2
+    stop
+
+    # memory and restart with $keys keys, on a fresh data dir
+    rm -rf "$dir"
+    start "$kind" "$dir"
+    $py "$tool" serving "$url" / "$t0" 60 >/dev/null
+    $py "$tool" load "$url" "$keys"
+    rss_kb=$(awk '/^VmRSS:/ {print $2}' "/proc/$pid/status")
+    echo "$kind rss_200k_mb $(awk -v k="$rss_kb" 'BEGIN{printf "%.1f", k/1024}')" | tee -a "$results" >&2
+    stop
+    start "$kind" "$dir"
+    s=$($py "$tool" serving "$url" "/load/k$((keys - 1))" "$t0" 120)
+    echo "$kind restart_200k_s $s" | tee -a "$results" >&2
+    stop
+    rm -rf "$dir"
+done
+
+echo
+$py "$tool" table "$results"
+echo
+echo "(raw results: $results; wrk ${duration}s per run; $(nproc) cores, shared machine)"
