@@ -158,3 +158,31 @@ def test_hidden_dir_not_listed_but_deleted(c, uniq):
     assert c.get(d + "/_hd/x").status == 200
     assert c.delete(d, recursive="true").status == 200
     assert c.get(d + "/_hd/x").status == 404
+
+
+def test_path_edges(c):
+    # /v2/keys without the slash is the root listing
+    r = c.request("GET", "/v2/keys")
+    assert r.status == 200 and r.json()["action"] == "get"
+    assert r.json()["node"]["dir"] is True
+    for p in ("/", "/v2", "/v2/stats", "/v2/stats/store/", "/health/", "/version/"):
+        r = c.request("GET", p)
+        assert (r.status, r.body) == (404, b"404 page not found\n"), p
+    r = c.request("GET", "/v2/members/abc")
+    assert (r.status, r.body) == (404, b'{"message":"Not found"}')
+    assert r.headers["Content-Type"] == "application/json"
+
+
+def test_dir_ttl_set_and_clear(c, uniq):
+    d = uniq + "/td"
+    r = c.put(d, dir="true", ttl="100")
+    assert r.status == 201
+    n = r.json()["node"]
+    assert list(n) == ["key", "dir", "expiration", "ttl", "modifiedIndex", "createdIndex"]
+    r = c.put(d, dir="true", ttl="", prevExist="true")
+    j = r.etcd_index
+    assert r.status == 200
+    j2 = r.json()
+    assert list(j2) == ["action", "node", "prevNode"] and j2["action"] == "update"
+    assert j2["node"] == node(d, mi=j, ci=n["createdIndex"], dir=True)
+    assert list(j2["prevNode"]) == list(n) and j2["prevNode"]["expiration"] == n["expiration"]
