@@ -132,7 +132,10 @@ struct wal_options {
  * dir is the WAL directory itself (e.g. "<data-dir>/member/wal"); the
  * segments are dir/%016x-%016x.wal (sequence, first index). */
 
-/* 1 if dir holds at least one segment file, 0 if not (or missing). */
+/* With opts->loop set, wal_create(), wal_start_append() and every call
+ * below that takes a request must run on the loop thread.
+ *
+ * 1 if dir holds at least one segment file, 0 if not (or missing). */
 int wal_exists(const char *dir);
 
 /* Create a new WAL in dir (which must not exist or be empty of segments;
@@ -176,12 +179,12 @@ void wal_read_result_free(struct wal_read_result *r);
 int wal_start_append(struct wal *w);
 
 /* Close the WAL and release its lock. Requests already being written
- * complete normally (their callbacks run with their real status, before
- * close_cb); requests still queued get WAL_ECANCELED. With a loop,
- * close_cb(arg) runs on the loop once every handle is closed and w is
- * freed (w must not be used after wal_close returns); without a loop
- * close_cb (if any) runs before wal_close returns. Must be called on the
- * loop thread. */
+ * complete normally (their callbacks run with their real status, from
+ * within wal_close); requests still queued get WAL_ECANCELED. If the WAL
+ * reached append mode with a loop, close_cb(arg) (may be NULL) runs on the
+ * loop once its uv handle is closed and w is freed; otherwise w is freed
+ * and close_cb runs before wal_close returns. Either way w must not be
+ * used after the call. Must be called on the loop thread. */
 void wal_close(struct wal *w, void (*close_cb)(void *arg), void *arg);
 
 /* Message of the last error this handle returned (or "" if none), e.g.

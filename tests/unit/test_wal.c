@@ -575,6 +575,16 @@ TEST(lock_keeps_second_handle_out)
     tdir_make(&t);
     ASSERT_OK(wal_create(&w, t.wal, &MD, &o));
     ASSERT_EQ(wal_open(&w2, t.wal, &o), WAL_ELOCKED);
+    {
+        /* Another process is kept out too. */
+        int st;
+        pid_t pid = fork();
+        ASSERT_GE(pid, 0);
+        if (pid == 0)
+            _exit(wal_open(&w2, t.wal, &o) == WAL_ELOCKED ? 0 : 1);
+        ASSERT_EQ(waitpid(pid, &st, 0), pid);
+        ASSERT(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+    }
     wal_close(w, NULL, NULL);
     ASSERT_OK(wal_open(&w2, t.wal, &o));
     ASSERT_EQ(wal_open(&w, t.wal, &o), WAL_ELOCKED);
