@@ -70,6 +70,27 @@ def server():
     _finish([s], False)
 
 
+@pytest.fixture(autouse=True)
+def _shared_server_alive(request):
+    """If the shared server died during a test, that test fails with the
+    server's stderr (so a crash is blamed on the request that caused it) and
+    a fresh server is started for the tests after it."""
+    if "server" not in request.fixturenames:
+        yield
+        return
+    s = request.getfixturevalue("server")
+    yield
+    if s.proc.poll() is None:
+        return
+    code = s.proc.returncode
+    tail = s.stderr_text()[-6000:]
+    s.data_dir = os.path.join(s.tmp, "data-%s" % uuid.uuid4().hex[:6])
+    open(s.log_path, "w").close()
+    s.start()
+    pytest.fail("shared %s server died during this test (exit %s); restarted. stderr tail:\n%s"
+                % (s.kind, code, tail))
+
+
 @pytest.fixture
 def c(server):
     cl = server.client()
