@@ -198,3 +198,32 @@ def test_history_cleared(make_server):
         assert c.put("/after", value="1").status == 201
     finally:
         c.close()
+
+
+def test_watcher_disconnect_is_cleaned_up(c, raw, uniq):
+    """Clients that hang up on a parked poll or stream must not leak
+    watchers, and a write afterwards must not trip over them."""
+    from harness import deadline_poll
+    stat = lambda: c.request("GET", "/v2/stats/store").json()["watchers"]
+    base = stat()
+    ws = [raw() for _ in range(6)]
+    for n, w in enumerate(ws):
+        w.get(watch_path(uniq + "/k", **({"stream": "true"} if n % 2 else {})))
+    deadline_poll(lambda: stat() == base + 6, 5, what="6 watchers parked")
+    for w in ws:
+        w.close()
+    deadline_poll(lambda: stat() == base, 5, what="watchers released after clients hung up")
+    r = c.put(uniq + "/k", value="1")
+    assert r.status == 201
+    assert c.get(uniq + "/k").status == 200
+
+
+def test_partial_request_then_hangup(server, c, uniq):
+    import socket
+    for data in (b"GET /v2/keys/ HTT", b"PUT /v2/keys/x HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\nvalue=",
+                 b"GET /v2/keys/?wait=true&recursive=true HTTP/1.1\r\nHost: x\r\n\r\n"):
+        s = socket.create_connection(("127.0.0.1", server.client_port))
+        s.sendall(data)
+        s.close()
+    assert c.put(uniq + "/after", value="1").status == 201
+    assert c.get(uniq + "/after").status == 200
