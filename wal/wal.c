@@ -752,7 +752,7 @@ int wal_reader_feed(struct wal_reader *r, const unsigned char *buf,
     scan->bad_off = off;
     scan->why = why;
     scan->clean = all_zero(buf + off, len - off);
-    if (!scan->clean)
+    if (!scan->clean && is_last)
         scan->resync = find_resync(buf, len, off, crc);
     if (!is_last) {
         if (off < len)
@@ -1215,11 +1215,15 @@ static int prep_take(struct wal *w, int *fdp)
     if (!w->threads)
         return seg_prepare(w, fdp);
     pthread_mutex_lock(&w->mtx);
-    while (w->prep_state == PREP_WANT)
+    /* On close the preallocator may stop without preparing: give up then
+     * rather than wait for it (the batch is reported WAL_ECANCELED). */
+    while (w->prep_state == PREP_WANT && !w->stopping)
         pthread_cond_wait(&w->prep_cond, &w->mtx);
     if (w->prep_state == PREP_READY) {
         *fdp = w->prep_fd;
         w->prep_fd = -1;
+    } else if (w->prep_state == PREP_WANT) {
+        rv = WAL_ECANCELED;
     } else {
         rv = w->prep_err ? w->prep_err : -EIO;
     }
@@ -1336,8 +1340,9 @@ static int write_batch(struct wal *w, struct wal_append_req *batch)
     if (w->off >= w->seg_size) {
         rv = seg_cut(w);
         if (rv) {
-            wal_logf(w, WAL_LOG_ERROR, "%s: segment cut failed: %s", w->dir,
-                     strerror(-rv));
+            if (rv != WAL_ECANCELED)
+                wal_logf(w, WAL_LOG_ERROR, "%s: segment cut failed: %s",
+                         w->dir, strerror(-rv));
             goto err;
         }
     }
