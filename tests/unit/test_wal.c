@@ -1090,9 +1090,9 @@ TEST(async_fsync_failure)
     ASSERT_OK(uv_loop_init(&loop));
     o.loop = &loop;
     o.hooks = &sh.th.h;
-    ASSERT_OK(wal_create(&a.w, t.wal, &MD, &o));
-    sh.th.fail_kind = HK_FDATASYNC;
+    sh.th.fail_kind = HK_FDATASYNC; /* create itself uses only fsync */
     sh.th.fail_at = 5;
+    ASSERT_OK(wal_create(&a.w, t.wal, &MD, &o));
     for (int i = 0; i < 16; i++)
         ASSERT_OK(asubmit(&a, i));
     while (a.done < a.next_index - 1 && uv_run(&loop, UV_RUN_ONCE))
