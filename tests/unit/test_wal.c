@@ -1175,6 +1175,63 @@ TEST(async_close_cancels_queue)
     fprintf(stderr, "  %d of 768 appends canceled by close\n", canceled);
 }
 
+struct scount {
+    int done;
+    int status[8];
+};
+
+static void scb(struct wal_append_req *req, int status)
+{
+    struct scount *c = req->data;
+    c->status[c->done++] = status;
+}
+
+TEST(async_snapshot_marker_and_purge)
+{
+    struct tdir t;
+    uv_loop_t loop;
+    struct wal *w;
+    struct wal_read_result res;
+    struct wal_options o = {.segment_size = 4096};
+    struct wal_append_req reqs[4];
+    struct scount c;
+    struct wal_snapshot sn = {2, 150};
+    struct wal_hard_state hs = {2, 1, 150};
+    int files;
+    tdir_make(&t);
+    memset(&c, 0, sizeof(c));
+    ASSERT_OK(uv_loop_init(&loop));
+    o.loop = &loop;
+    ASSERT_OK(wal_create(&w, t.wal, &MD, &o));
+    /* The sync variant works alongside the writer thread. */
+    ASSERT_OK(append_range(w, 1, 200, 2, &hs));
+    for (int i = 0; i < 4; i++)
+        reqs[i].data = &c;
+    ASSERT_OK(wal_save_snapshot(w, &reqs[0], &sn, scb));
+    ASSERT_OK(wal_append(w, &reqs[1], NULL, NULL, 0, scb)); /* barrier */
+    ASSERT_EQ(wal_save_snapshot(w, &reqs[2], NULL, scb), -EINVAL);
+    while (c.done < 2 && uv_run(&loop, UV_RUN_ONCE))
+        ;
+    ASSERT_EQ(c.done, 2);
+    ASSERT_OK(c.status[0]);
+    ASSERT_OK(c.status[1]);
+    files = count_files(t.wal, ".wal");
+    ASSERT_GT(wal_purge(w, sn.index, 2), 0);
+    ASSERT_LT(count_files(t.wal, ".wal"), files);
+    wal_close(w, NULL, NULL);
+    uv_run(&loop, UV_RUN_DEFAULT);
+    ASSERT_OK(uv_loop_close(&loop));
+    ASSERT_EQ(c.done, 2);
+    ASSERT_OK(reopen(t.wal, NULL, &sn, &res, NULL, NULL, 0));
+    ASSERT_EQ(res.last_snapshot.index, 150);
+    ASSERT_EQ(res.last_snapshot.term, 2);
+    ASSERT_EQ(res.hard_state.commit, 150);
+    ASSERT_EQ(res.n_entries, 50);
+    ASSERT(res_has_range(&res, 0, 151, 200, 2));
+    wal_read_result_free(&res);
+    tdir_free(&t);
+}
+
 /* ---- real crashes ---------------------------------------------------------*/
 
 struct cctx {
@@ -1362,4 +1419,5 @@ TEST_MAIN(TEST_ENTRY(crc32c_paths), TEST_ENTRY(create_empty_reopen),
           TEST_ENTRY(missing_segment_and_index_gap_refused),
           TEST_ENTRY(async_group_commit), TEST_ENTRY(async_fsync_failure),
           TEST_ENTRY(async_close_cancels_queue),
+          TEST_ENTRY(async_snapshot_marker_and_purge),
           TEST_ENTRY(sigkill_crash_rounds))
