@@ -125,7 +125,7 @@ struct wal {
     int stopping;
     int q_count; /* requests in q_head; atomic, for the writer's spin */
     uint64_t spin_ns;
-    int sticky; /* first write/fsync error; atomic access */
+    int sticky;     /* first write/fsync error; atomic access */
     int sub_has_hs; /* last hard state submitted (for MustSync) */
     struct wal_hard_state sub_hs;
     int threads;
@@ -368,8 +368,8 @@ static uint32_t rec_chain(unsigned char *buf, size_t len, uint32_t crc)
             put32(buf + off + 12, crc);
         } else {
             uint32_t c = wal_crc32c(crc, buf + off, 12);
-            crc = wal_crc32c(c, buf + off + WAL_REC_HEADER,
-                             sz - WAL_REC_HEADER);
+            crc =
+                wal_crc32c(c, buf + off + WAL_REC_HEADER, sz - WAL_REC_HEADER);
             put32(buf + off + 12, crc);
         }
         off += sz;
@@ -522,11 +522,11 @@ void wal_read_result_free(struct wal_read_result *r)
     memset(r, 0, sizeof(*r));
 }
 
-static int reader_corrupt(struct wal_reader *r, const char *path,
-                          uint64_t off, const char *fmt, ...)
+static int reader_corrupt(struct wal_reader *r, const char *path, uint64_t off,
+                          const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
-static int reader_corrupt(struct wal_reader *r, const char *path,
-                          uint64_t off, const char *fmt, ...)
+static int reader_corrupt(struct wal_reader *r, const char *path, uint64_t off,
+                          const char *fmt, ...)
 {
     char what[256];
     va_list ap;
@@ -552,8 +552,7 @@ static int reader_entry(struct wal_reader *r, Etcfs__Wal__Entry *m,
     if (m->index - r->start.index - 1 > r->res.n_entries)
         return reader_corrupt(r, path, off,
                               "index gap: entry %" PRIu64 " follows %" PRIu64,
-                              m->index,
-                              r->start.index + r->res.n_entries);
+                              m->index, r->start.index + r->res.n_entries);
     /* A rewrite at pos supersedes pos and everything after it. */
     for (size_t i = pos; i < r->res.n_entries; i++)
         free((void *)r->res.entries[i].data);
@@ -581,14 +580,13 @@ static int reader_entry(struct wal_reader *r, Etcfs__Wal__Entry *m,
 }
 
 static int reader_record(struct wal_reader *r, uint32_t type,
-                         const unsigned char *p, size_t len,
-                         const char *path, uint64_t off)
+                         const unsigned char *p, size_t len, const char *path,
+                         uint64_t off)
 {
     int rv = 0;
     switch (type) {
     case WAL_REC_METADATA: {
-        Etcfs__Wal__Metadata *m =
-            etcfs__wal__metadata__unpack(NULL, len, p);
+        Etcfs__Wal__Metadata *m = etcfs__wal__metadata__unpack(NULL, len, p);
         if (!m)
             return reader_corrupt(r, path, off, "undecodable metadata");
         if (r->have_md && (r->res.metadata.node_id != m->node_id ||
@@ -609,8 +607,7 @@ static int reader_record(struct wal_reader *r, uint32_t type,
         return rv;
     }
     case WAL_REC_HARD_STATE: {
-        Etcfs__Wal__HardState *m =
-            etcfs__wal__hard_state__unpack(NULL, len, p);
+        Etcfs__Wal__HardState *m = etcfs__wal__hard_state__unpack(NULL, len, p);
         if (!m)
             return reader_corrupt(r, path, off, "undecodable hard state");
         r->res.hard_state.term = m->term;
@@ -710,9 +707,8 @@ static int find_resync(const unsigned char *buf, size_t len, size_t off,
     return 0;
 }
 
-int wal_reader_feed(struct wal_reader *r, const unsigned char *buf,
-                    size_t len, const char *path, int is_last,
-                    struct wal_scan *scan)
+int wal_reader_feed(struct wal_reader *r, const unsigned char *buf, size_t len,
+                    const char *path, int is_last, struct wal_scan *scan)
 {
     size_t off = 0;
     uint32_t crc;
@@ -723,8 +719,9 @@ int wal_reader_feed(struct wal_reader *r, const unsigned char *buf,
     /* The segment's leading CRC record carries the chain value. */
     if (len < WAL_REC_HEADER || get32(buf) != 0 ||
         get32(buf + 4) != WAL_REC_CRC || get32(buf + 8) != 0)
-        return reader_corrupt(r, path, 0, "segment does not start with a "
-                                          "crc record");
+        return reader_corrupt(r, path, 0,
+                              "segment does not start with a "
+                              "crc record");
     crc = get32(buf + 12);
     if (r->have_seg && crc != r->crc)
         return reader_corrupt(r, path, 0,
@@ -738,9 +735,8 @@ int wal_reader_feed(struct wal_reader *r, const unsigned char *buf,
         why = rec_check(buf, len, off, crc, &next, &sz);
         if (why)
             break;
-        rv = reader_record(r, get32(buf + off + 4),
-                           buf + off + WAL_REC_HEADER, get32(buf + off), path,
-                           off);
+        rv = reader_record(r, get32(buf + off + 4), buf + off + WAL_REC_HEADER,
+                           get32(buf + off), path, off);
         if (rv)
             return rv;
         crc = next;
@@ -935,8 +931,7 @@ static int wal_lock_and_list(struct wal *w)
     return seg_list(w);
 }
 
-int wal_open(struct wal **out, const char *dir,
-             const struct wal_options *opts)
+int wal_open(struct wal **out, const char *dir, const struct wal_options *opts)
 {
     struct wal *w = wal_alloc(dir, opts);
     int rv;
@@ -1023,8 +1018,8 @@ static int seg_repair(struct wal *w, const char *path, const unsigned char *buf,
         }
         rv = fstat(fd, &st) < 0 ? -errno : 0;
         if (!rv)
-            rv = write_all(w, fd, buf + good, keep - good,
-                           (uint64_t)st.st_size);
+            rv =
+                write_all(w, fd, buf + good, keep - good, (uint64_t)st.st_size);
         if (!rv)
             rv = w->h.fsync(w->h.ctx, fd);
         w->h.close(w->h.ctx, fd);
@@ -1341,8 +1336,8 @@ static int write_batch(struct wal *w, struct wal_append_req *batch)
         rv = seg_cut(w);
         if (rv) {
             if (rv != WAL_ECANCELED)
-                wal_logf(w, WAL_LOG_ERROR, "%s: segment cut failed: %s",
-                         w->dir, strerror(-rv));
+                wal_logf(w, WAL_LOG_ERROR, "%s: segment cut failed: %s", w->dir,
+                         strerror(-rv));
             goto err;
         }
     }
@@ -1432,8 +1427,7 @@ static void spin_for_work(struct wal *w)
         return;
     end = mono_ns() + w->spin_ns;
     while (!__atomic_load_n(&w->q_count, __ATOMIC_ACQUIRE) &&
-           !__atomic_load_n(&w->stopping, __ATOMIC_ACQUIRE) &&
-           mono_ns() < end)
+           !__atomic_load_n(&w->stopping, __ATOMIC_ACQUIRE) && mono_ns() < end)
         sched_yield();
 }
 
@@ -1622,8 +1616,8 @@ static char *parent_dir(const char *dir)
     return p;
 }
 
-int wal_create(struct wal **out, const char *dir,
-               const struct wal_metadata *md, const struct wal_options *opts)
+int wal_create(struct wal **out, const char *dir, const struct wal_metadata *md,
+               const struct wal_options *opts)
 {
     struct wal *w;
     char *tmpdir = NULL, *segp = NULL, *parent = NULL;
@@ -1753,9 +1747,8 @@ static int req_prepare(struct wal *w, struct wal_append_req *req,
 }
 
 static int submit(struct wal *w, struct wal_append_req *req,
-                  const struct wal_hard_state *hs,
-                  const struct wal_entry *ents, size_t n,
-                  const struct wal_snapshot *snap, wal_append_cb cb)
+                  const struct wal_hard_state *hs, const struct wal_entry *ents,
+                  size_t n, const struct wal_snapshot *snap, wal_append_cb cb)
 {
     int rv;
     if (!w->threads || !cb || !req)

@@ -82,8 +82,7 @@ struct wal_hooks {
     int (*open)(void *ctx, const char *path, int flags, mode_t mode);
     int (*close)(void *ctx, int fd);
     ssize_t (*pread)(void *ctx, int fd, void *buf, size_t n, off_t off);
-    ssize_t (*pwrite)(void *ctx, int fd, const void *buf, size_t n,
-                      off_t off);
+    ssize_t (*pwrite)(void *ctx, int fd, const void *buf, size_t n, off_t off);
     int (*fsync)(void *ctx, int fd);
     int (*fdatasync)(void *ctx, int fd);
     int (*ftruncate)(void *ctx, int fd, off_t len);
@@ -144,14 +143,13 @@ int wal_exists(const char *dir);
  * place so a half-created WAL is never seen. Takes the lock. On success
  * *out is a WAL in append mode, freed with wal_close().
  * Errors: -EEXIST if dir already holds segments, other negative errno. */
-int wal_create(struct wal **out, const char *dir,
-               const struct wal_metadata *md, const struct wal_options *opts);
+int wal_create(struct wal **out, const char *dir, const struct wal_metadata *md,
+               const struct wal_options *opts);
 
 /* Open an existing WAL in read mode and take its lock. No segment is read
  * yet. On success *out is freed with wal_close().
  * Errors: -ENOENT if there is no segment, WAL_ELOCKED, negative errno. */
-int wal_open(struct wal **out, const char *dir,
-             const struct wal_options *opts);
+int wal_open(struct wal **out, const char *dir, const struct wal_options *opts);
 
 /* Read the WAL from the segment holding snap->index + 1 on (snap NULL or
  * zero: from the start) and return its metadata, the newest hard state and

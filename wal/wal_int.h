@@ -66,9 +66,8 @@ void wal_reader_init(struct wal_reader *r, const struct wal_snapshot *start,
  * is_last: torn tails are tolerated (reported in *scan, not an error).
  * Returns 0, WAL_ECORRUPT (r->err set) or -ENOMEM. After a tolerated tear
  * the records before scan->good_end have been consumed. */
-int wal_reader_feed(struct wal_reader *r, const unsigned char *buf,
-                    size_t len, const char *path, int is_last,
-                    struct wal_scan *scan);
+int wal_reader_feed(struct wal_reader *r, const unsigned char *buf, size_t len,
+                    const char *path, int is_last, struct wal_scan *scan);
 /* Free everything r still owns (use after moving res out, or on error). */
 void wal_reader_free(struct wal_reader *r);
 

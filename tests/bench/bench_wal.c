@@ -100,14 +100,29 @@ int main(int argc, char **argv)
     b.entry_size = 128;
     while ((c = getopt(argc, argv, "d:n:t:s:S:yN")) != -1) {
         switch (c) {
-        case 'd': dir = optarg; break;
-        case 'n': appenders = atoi(optarg); break;
-        case 't': secs = atof(optarg); break;
-        case 's': b.entry_size = (size_t)atol(optarg); break;
-        case 'S': o.segment_size = (uint64_t)atoll(optarg); break;
-        case 'y': sync_mode = 1; break;
-        case 'N': b.nosync = 1; break;
-        default: usage();
+        case 'd':
+            dir = optarg;
+            break;
+        case 'n':
+            appenders = atoi(optarg);
+            break;
+        case 't':
+            secs = atof(optarg);
+            break;
+        case 's':
+            b.entry_size = (size_t)atol(optarg);
+            break;
+        case 'S':
+            o.segment_size = (uint64_t)atoll(optarg);
+            break;
+        case 'y':
+            sync_mode = 1;
+            break;
+        case 'N':
+            b.nosync = 1;
+            break;
+        default:
+            usage();
         }
     }
     if (!dir || appenders < 1)

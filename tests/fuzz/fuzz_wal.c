@@ -32,16 +32,15 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         size_t split;
         if (size < 4)
             return 0;
-        split = (size_t)data[0] | (size_t)data[1] << 8 |
-                (size_t)data[2] << 16 | (size_t)data[3] << 24;
+        split = (size_t)data[0] | (size_t)data[1] << 8 | (size_t)data[2] << 16 |
+                (size_t)data[3] << 24;
         data += 4;
         size -= 4;
         if (split > size)
             split = size;
         rv = wal_reader_feed(&r, data, split, "fuzz-0", 0, &scan);
         if (rv == 0)
-            wal_reader_feed(&r, data + split, size - split, "fuzz-1", 1,
-                            &scan);
+            wal_reader_feed(&r, data + split, size - split, "fuzz-1", 1, &scan);
     } else {
         rv = wal_reader_feed(&r, data, size, "fuzz", 1, &scan);
         if (rv == 0 && scan.good_end > size)

@@ -31,8 +31,7 @@ static uint64_t rng_next(uint64_t *s)
     return x * 2685821657736338717ull;
 }
 
-static int rm_cb(const char *p, const struct stat *st, int flag,
-                 struct FTW *f)
+static int rm_cb(const char *p, const struct stat *st, int flag, struct FTW *f)
 {
     return remove(p);
 }
@@ -74,8 +73,8 @@ static int check_data(const struct wal_entry *e, size_t want_len)
     unsigned char *buf = malloc(want_len ? want_len : 1);
     int ok;
     fill_data(buf, want_len, e->index, e->term);
-    ok = e->len == want_len && (want_len == 0 || memcmp(e->data, buf,
-                                                        want_len) == 0);
+    ok = e->len == want_len &&
+         (want_len == 0 || memcmp(e->data, buf, want_len) == 0);
     free(buf);
     return ok;
 }
@@ -103,8 +102,17 @@ static int append_range(struct wal *w, uint64_t from, uint64_t to,
 
 /* Storage hooks for tests: count calls, fail the Nth call of one kind (or
  * of any kind), make short writes, or skip syncs for speed. Thread-safe. */
-enum hk { HK_OPEN, HK_PWRITE, HK_FSYNC, HK_FDATASYNC, HK_RENAME, HK_TRUNC,
-          HK_OTHER, HK_ANY, HK_N };
+enum hk {
+    HK_OPEN,
+    HK_PWRITE,
+    HK_FSYNC,
+    HK_FDATASYNC,
+    HK_RENAME,
+    HK_TRUNC,
+    HK_OTHER,
+    HK_ANY,
+    HK_N
+};
 
 struct thooks {
     struct wal_hooks h;
@@ -243,9 +251,8 @@ static const struct wal_metadata MD = {0x1234, 0xabcdef};
 /* Open dir, read everything after snap (NULL: all), keep the handle in
  * read-done state in *wp (or close it if wp is NULL). */
 static int reopen(const char *dir, const struct wal_options *o,
-                  const struct wal_snapshot *snap,
-                  struct wal_read_result *res, struct wal **wp, char *err,
-                  size_t errlen)
+                  const struct wal_snapshot *snap, struct wal_read_result *res,
+                  struct wal **wp, char *err, size_t errlen)
 {
     struct wal *w;
     int rv = wal_open(&w, dir, o);
@@ -343,8 +350,7 @@ static size_t rec_offsets(const unsigned char *b, size_t len, size_t *offs,
     size_t off = 0, n = 0;
     while (off + 16 <= len && n < max) {
         uint32_t plen = (uint32_t)b[off] | (uint32_t)b[off + 1] << 8 |
-                        (uint32_t)b[off + 2] << 16 |
-                        (uint32_t)b[off + 3] << 24;
+                        (uint32_t)b[off + 2] << 16 | (uint32_t)b[off + 3] << 24;
         uint32_t type = b[off + 4];
         if (type == 0)
             break;
@@ -740,7 +746,6 @@ TEST(flipped_byte_refused)
         free(orig[i]);
     tdir_free(&t);
 }
-
 
 TEST(short_writes_round_trip)
 {
@@ -1328,8 +1333,8 @@ TEST(sigkill_crash_rounds)
 {
     struct tdir t;
     uint64_t s = 12345, max_acked = 0;
-    int rounds = getenv("WAL_CRASH_ROUNDS") ? atoi(getenv("WAL_CRASH_ROUNDS"))
-                                            : 200;
+    int rounds =
+        getenv("WAL_CRASH_ROUNDS") ? atoi(getenv("WAL_CRASH_ROUNDS")) : 200;
     int64_t t0 = now_us();
     struct tlog lg;
     struct wal_options vo = {.log = tlog_cb, .log_data = &lg};
@@ -1410,8 +1415,7 @@ TEST_MAIN(TEST_ENTRY(crc32c_paths), TEST_ENTRY(create_empty_reopen),
           TEST_ENTRY(round_trip_reopen_cut), TEST_ENTRY(big_entries),
           TEST_ENTRY(rewrite_by_later_term), TEST_ENTRY(snapshot_and_purge),
           TEST_ENTRY(lock_keeps_second_handle_out),
-          TEST_ENTRY(torn_tail_every_offset),
-          TEST_ENTRY(flipped_byte_refused),
+          TEST_ENTRY(torn_tail_every_offset), TEST_ENTRY(flipped_byte_refused),
           TEST_ENTRY(short_writes_round_trip),
           TEST_ENTRY(every_storage_call_fails_once),
           TEST_ENTRY(failed_fsync_is_sticky),
