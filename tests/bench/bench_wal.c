@@ -175,6 +175,25 @@ int main(int argc, char **argv)
     wal_close(b.w, NULL, NULL);
     uv_run(&b.loop, UV_RUN_DEFAULT);
     uv_loop_close(&b.loop);
+    {
+        /* Restart cost: open, read everything, switch to append mode. */
+        struct wal_options ro;
+        struct wal_read_result res;
+        struct wal *w;
+        memset(&ro, 0, sizeof(ro));
+        ro.segment_size = o.segment_size;
+        t0 = now_s();
+        if (wal_open(&w, dir, &ro) || wal_read_all(w, NULL, &res) ||
+            wal_start_append(w)) {
+            fprintf(stderr, "reopen failed\n");
+            return 1;
+        }
+        t1 = now_s();
+        printf("reopen_entries=%zu reopen_ms=%.0f\n", res.n_entries,
+               (t1 - t0) * 1000);
+        wal_read_result_free(&res);
+        wal_close(w, NULL, NULL);
+    }
     free(b.reqs);
     free(b.payload);
     return b.failed;
