@@ -1,6 +1,7 @@
 # Durability: a write load over HTTP, SIGKILL at a random moment, restart on
 # the same data dir: every write that was acknowledged (2xx) must be there
-# with its value, and the index must not go back. Several rounds, one server.
+# with its value, every acknowledged delete must stay done, and the index
+# must not go back. Several rounds, one server.
 # ETCFS_DUR_SEED=n picks the kill moments.
 import os
 import random
@@ -13,7 +14,7 @@ ROUNDS = 3
 THREADS = 4
 
 
-def load_until_killed(server, rnd, acked, stop):
+def load_until_killed(server, rnd, acked, deleted, doubt, stop):
     """THREADS writers, each on its own keep-alive connection, distinct keys."""
     lock = threading.Lock()
 
@@ -34,6 +35,24 @@ def load_until_killed(server, rnd, acked, stop):
                     with lock:
                         acked[key] = (val, r.etcd_index)
                 n += 1
+                if n % 5 == 0:
+                    # delete the key written two writes ago: once acknowledged
+                    # it must stay deleted; in doubt while unanswered
+                    dkey = "/dur/r%d/t%d/k%d" % (rnd, t, n - 3)
+                    with lock:
+                        if dkey not in acked:
+                            continue
+                        doubt[dkey] = acked.pop(dkey)
+                    try:
+                        r = cl.delete(dkey)
+                    except Exception:
+                        return
+                    with lock:
+                        v = doubt.pop(dkey)
+                        if r.status == 200:
+                            deleted[dkey] = r.etcd_index
+                        else:
+                            acked[dkey] = v
         finally:
             cl.close()
 
@@ -63,11 +82,13 @@ def test_sigkill_during_writes_loses_no_acknowledged_write(make_server):
     print("durability seed %d (rerun: ETCFS_DUR_SEED=%d)" % (seed, seed))
     rng = random.Random(seed)
     s = make_server()
-    acked = {}
+    acked = {}    # key -> (value, index) of acknowledged writes
+    deleted = {}  # key -> index of acknowledged deletes
+    doubt = {}    # deletes sent but not answered when the server died
     for rnd in range(ROUNDS):
         stop = threading.Event()
         before = len(acked)
-        ths = load_until_killed(s, rnd, acked, stop)
+        ths = load_until_killed(s, rnd, acked, deleted, doubt, stop)
         # let some writes through, then kill at a random moment
         harness.deadline_poll(lambda: len(acked) >= before + 20, 30, 0.005,
                               "20 acknowledged writes in round %d" % rnd)
@@ -77,7 +98,7 @@ def test_sigkill_during_writes_loses_no_acknowledged_write(make_server):
         for t in ths:
             t.join(10)
         n_acked = len(acked)
-        max_idx = max(i for _, i in acked.values())
+        max_idx = max([i for _, i in acked.values()] + list(deleted.values()))
         s.start(keep_ports=True)
         cl = s.client()
         try:
@@ -87,6 +108,10 @@ def test_sigkill_during_writes_loses_no_acknowledged_write(make_server):
             assert not missing and not wrong, (
                 "seed %d round %d: %d acknowledged writes lost, %d wrong (of %d); first: %r %r"
                 % (seed, rnd, len(missing), len(wrong), n_acked, missing[:3], wrong[:3]))
+            back = [k for k in deleted if k in got]
+            assert not back, "seed %d round %d: acknowledged deletes undone: %r" % (
+                seed, rnd, back[:3])
+            doubt.clear()
             assert idx >= max_idx, "index went back after restart: %d < %d" % (idx, max_idx)
             # and it takes new writes after the restart
             r = cl.put("/dur/after%d" % rnd, value="ok")
