@@ -456,15 +456,32 @@ static void notify_push(struct fs *fs, fuse_ino_t ino, fuse_ino_t parent,
 static void replay_push(struct fs *fs, int rkind, const char *rel,
                         const char *rel2, bool dir)
 {
-    struct fs_notify *n = calloc(1, sizeof(*n) + 1);
-    if (n == NULL)
+    /* Under a flood of remote changes inotify watchers lose events rather
+     * than the replay falling ever further behind (as the kernel's own
+     * inotify queue overflows); caches are invalidated regardless. */
+    pthread_mutex_lock(&fs->nlock);
+    bool full = fs->n_replays >= FS_REPLAY_QUEUE_MAX;
+    if (!full)
+        fs->n_replays++;
+    pthread_mutex_unlock(&fs->nlock);
+    if (full)
         return;
+    struct fs_notify *n = calloc(1, sizeof(*n) + 1);
+    if (n == NULL) {
+        pthread_mutex_lock(&fs->nlock);
+        fs->n_replays--;
+        pthread_mutex_unlock(&fs->nlock);
+        return;
+    }
     n->type = FS_JOB_REPLAY;
     n->rkind = rkind;
     n->dir = dir;
     n->rel = strdup(rel);
     n->rel2 = rel2 ? strdup(rel2) : NULL;
     if (n->rel == NULL || (rel2 != NULL && n->rel2 == NULL)) {
+        pthread_mutex_lock(&fs->nlock);
+        fs->n_replays--;
+        pthread_mutex_unlock(&fs->nlock);
         job_free(n);
         return;
     }
@@ -548,6 +565,8 @@ static void *notify_main(void *arg)
             replay_run(fs, n);
         pthread_mutex_lock(&fs->nlock);
         fs->replay_cur = NULL;
+        if (n->type == FS_JOB_REPLAY)
+            fs->n_replays--;
         job_free(n);
     }
     pthread_mutex_unlock(&fs->nlock);

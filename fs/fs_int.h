@@ -16,6 +16,9 @@
 /* Bytes of undelivered events one .watch fd may hold before its stream is
  * ended with a 401 line. */
 #define FS_WATCH_QUEUE_MAX (64u * 1024 * 1024)
+/* Remote changes waiting to be replayed for inotify beyond which further
+ * ones are not replayed (watchers miss them, as on IN_Q_OVERFLOW). */
+#define FS_REPLAY_QUEUE_MAX 16384u
 
 enum {
     FS_KIND_NODE = 0, /* a key or directory of the store */
@@ -171,6 +174,7 @@ struct fs {
     char *mountpoint; /* absolute */
     pid_t replay_tid;
     struct fs_notify *replay_cur;
+    unsigned n_replays; /* replay jobs queued or running */
     struct fs_local *locals;
 };
 
