@@ -1,0 +1,166 @@
+# The raftd backend end to end: a one-member cluster with its tree mounted
+# in-process (etcfs-raftd-mount, what raftd --mount does); the HTTP API and
+# the mount are two views of the same store.
+import json
+import os
+import random
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import threading
+import time
+import urllib.parse
+import urllib.request
+
+import pytest
+
+from fs_util import wait_for, xattr
+
+
+def raftd_mount_bin():
+    from fs_util import memfs_bin
+    return os.path.join(os.path.dirname(memfs_bin()), "etcfs-raftd-mount")
+
+
+def free_port():
+    for _ in range(100):
+        p = random.randint(20000, 60000)
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", p))
+                s2 = socket.socket()
+                s2.bind(("127.0.0.1", p + 1))
+                s2.close()
+                return p
+            except OSError:
+                continue
+    raise RuntimeError("no free port")
+
+
+@pytest.fixture
+def fsm_raftd(request):
+    if not os.path.exists("/dev/fuse"):
+        pytest.skip("no /dev/fuse")
+    if not os.path.isfile(raftd_mount_bin()):
+        pytest.skip("etcfs-raftd-mount not built (needs store/ and raftd/)")
+    tmp = tempfile.mkdtemp(prefix="etcfs-fsr-")
+    mnt = os.path.join(tmp, "mnt")
+    os.mkdir(mnt)
+    port = free_port()
+    url = "http://127.0.0.1:%d" % port
+    peer = "http://127.0.0.1:%d" % (port + 1)
+    log = open(os.path.join(tmp, "log"), "w+")
+    env = dict(os.environ)
+    env.setdefault("ASAN_OPTIONS", "detect_leaks=1")
+    env["ETCFS_FS_OPTS"] = "timeout=30"
+    proc = subprocess.Popen(
+        [raftd_mount_bin(), "--name", "default", "--data-dir", os.path.join(tmp, "data"),
+         "--listen-client-urls", url, "--advertise-client-urls", url,
+         "--listen-peer-urls", peer, "--initial-advertise-peer-urls", peer,
+         "--initial-cluster", "default=" + peer, "--mount", mnt],
+        stdout=log, stderr=log, env=env)
+
+    class R:
+        pass
+    r = R()
+    r.url, r.mnt, r.proc = url, mnt, proc
+    r.p = lambda *a: os.path.join(mnt, *a)
+    try:
+        wait_for(lambda: os.path.ismount(mnt) or proc.poll() is not None, 15, "mount")
+        assert proc.poll() is None, "etcfs-raftd-mount exited"
+        wait_for(lambda: _ok(url + "/v2/keys/"), 15, "leader")
+        yield r
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        if os.path.ismount(mnt):
+            subprocess.run(["fusermount3", "-u", "-z", mnt], stderr=subprocess.DEVNULL)
+        log.seek(0)
+        text = log.read()
+        log.close()
+        shutil.rmtree(tmp, ignore_errors=True)
+        if "Sanitizer" in text or "runtime error" in text:
+            pytest.fail("sanitizer report from etcfs-raftd-mount:\n" + text[-6000:])
+        assert proc.returncode == 0, text[-3000:]
+
+
+def _ok(u):
+    try:
+        urllib.request.urlopen(u, timeout=1).read()
+        return True
+    except Exception:
+        return False
+
+
+def http(method, url, **form):
+    data = urllib.parse.urlencode(form).encode() if form else None
+    req = urllib.request.Request(url, data=data, method=method)
+    if data:
+        req.add_header("Content-Type", "application/x-www-form-urlencoded")
+    try:
+        with urllib.request.urlopen(req, timeout=5) as resp:
+            return resp.status, resp.read()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read()
+
+
+def test_raftd_mount_is_the_same_tree(fsm_raftd):
+    r = fsm_raftd
+    with open(r.p("k"), "w") as f:
+        f.write("from fuse")
+    st, body = http("GET", r.url + "/v2/keys/k")
+    assert st == 200 and json.loads(body)["node"]["value"] == "from fuse"
+    idx = json.loads(body)["node"]["modifiedIndex"]
+    assert int(xattr(r.p("k"), "user.etcd.modifiedIndex")) == idx
+    # Remote write through HTTP: visible despite 30 s kernel caches.
+    assert open(r.p("k")).read() == "from fuse"
+    http("PUT", r.url + "/v2/keys/k", value="from http")
+    wait_for(lambda: open(r.p("k")).read() == "from http", 3, "invalidation")
+    # mkdir / rmdir / errors go through Raft too.
+    os.mkdir(r.p("d"))
+    st, body = http("GET", r.url + "/v2/keys/d")
+    assert json.loads(body)["node"]["dir"] is True
+    open(r.p("d", "x"), "w").write("1")
+    try:
+        os.rmdir(r.p("d"))
+        assert False
+    except OSError as e:
+        assert e.errno == 39  # ENOTEMPTY
+    # mv is one index.
+    before = int(xattr(r.p(".watch"), "user.etcd.index"))
+    os.rename(r.p("d", "x"), r.p("d", "y"))
+    assert int(xattr(r.p(".watch"), "user.etcd.index")) == before + 1
+    st, body = http("GET", r.url + "/v2/keys/d/y")
+    assert json.loads(body)["node"]["value"] == "1"
+
+
+def test_raftd_watch_lines_equal_http_stream_bytes(fsm_raftd):
+    r = fsm_raftd
+    os.mkdir(r.p("w"))
+    fd = os.open(r.p("w", ".watch"), os.O_RDONLY)
+    got = []
+    resp = urllib.request.urlopen(
+        r.url + "/v2/keys/w?wait=true&recursive=true&stream=true", timeout=10)
+
+    def reader():
+        for _ in range(3):
+            got.append(resp.readline())
+    t = threading.Thread(target=reader)
+    t.start()
+    time.sleep(0.3)
+    open(r.p("w", "a"), "w").write("va<&>\u00e9\n")
+    http("PUT", r.url + "/v2/keys/w/b", value="x", ttl="100")
+    http("DELETE", r.url + "/v2/keys/w/a")
+    lines = [os.read(fd, 65536) for _ in range(3)]
+    t.join(10)
+    os.close(fd)
+    resp.close()
+    assert [l for l in lines] == got, (lines, got)
+    assert json.loads(lines[1])["node"]["ttl"] == 100
