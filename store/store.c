@@ -1352,8 +1352,10 @@ static int do_cas(struct store *s, const char *clean, const void *pv,
                   int64_t expire, bool refresh, int64_t now,
                   struct store_event **ev, struct store_error *err)
 {
-    if (path_is_root(clean))
+    if (path_is_root(clean)) {
+        s->count_ok = true;
         return err_set(err, STORE_ECODE_ROOT_RONLY, "/", s->index);
+    }
     struct snode *n;
     int rv = internal_get(s, clean, &n, err);
     if (rv != 0)
@@ -1400,10 +1402,11 @@ int store_compare_and_swap(struct store *s, const char *path,
     char *clean = path_clean(path);
     if (clean == NULL)
         return -ENOMEM;
+    s->count_ok = false;
     int rv = do_cas(s, clean, prev_value, prev_value_len, prev_index, value,
                     value_len, expire_ns, refresh, now_ns, ev, err);
     free(clean);
-    stat_inc(s, rv == 0 ? ST_CAS_OK : ST_CAS_FAIL);
+    stat_inc(s, rv == 0 || (rv == STORE_EV2 && s->count_ok) ? ST_CAS_OK : ST_CAS_FAIL);
     if (rv == 0) {
         if (refresh) {
             (*ev)->refresh = true;
@@ -1419,14 +1422,18 @@ static int do_update(struct store *s, const char *clean, const void *value,
                      size_t vlen, int64_t expire, bool refresh, int64_t now,
                      struct store_event **ev, struct store_error *err)
 {
-    if (path_is_root(clean))
+    if (path_is_root(clean)) {
+        s->count_ok = true;
         return err_set(err, STORE_ECODE_ROOT_RONLY, "/", s->index);
+    }
     struct snode *n;
     int rv = internal_get(s, clean, &n, err);
     if (rv != 0)
         return rv;
-    if (n->is_dir && vlen != 0 && !refresh)
+    if (n->is_dir && vlen != 0 && !refresh) {
+        s->count_ok = true;
         return err_set(err, STORE_ECODE_NOT_FILE, clean, s->index);
+    }
     if (refresh && !n->is_dir) {
         value = n->u.f.val;
         vlen = n->u.f.len;
@@ -1466,10 +1473,11 @@ int store_update(struct store *s, const char *path, const void *value,
     char *clean = path_clean(path);
     if (clean == NULL)
         return -ENOMEM;
+    s->count_ok = false;
     int rv = do_update(s, clean, value, value_len, expire_ns, refresh, now_ns,
                        ev, err);
     free(clean);
-    stat_inc(s, rv == 0 ? ST_UPD_OK : ST_UPD_FAIL);
+    stat_inc(s, rv == 0 || (rv == STORE_EV2 && s->count_ok) ? ST_UPD_OK : ST_UPD_FAIL);
     if (rv == 0) {
         if (refresh) {
             (*ev)->refresh = true;
@@ -1485,8 +1493,10 @@ static int do_delete(struct store *s, const char *clean, bool dir,
                      bool recursive, int64_t now, struct store_event **ev,
                      struct store_error *err)
 {
-    if (path_is_root(clean))
+    if (path_is_root(clean)) {
+        s->count_ok = true;
         return err_set(err, STORE_ECODE_ROOT_RONLY, "/", s->index);
+    }
     if (recursive)
         dir = true;
     struct snode *n;
@@ -1524,9 +1534,10 @@ int store_delete(struct store *s, const char *path, bool dir, bool recursive,
     char *clean = path_clean(path);
     if (clean == NULL)
         return -ENOMEM;
+    s->count_ok = false;
     int rv = do_delete(s, clean, dir, recursive, now_ns, ev, err);
     free(clean);
-    stat_inc(s, rv == 0 ? ST_DEL_OK : ST_DEL_FAIL);
+    stat_inc(s, rv == 0 || (rv == STORE_EV2 && s->count_ok) ? ST_DEL_OK : ST_DEL_FAIL);
     if (rv == 0)
         hub_notify(s, *ev);
     return rv;
@@ -1540,12 +1551,16 @@ static int do_cad(struct store *s, const char *clean, const void *pv,
     int rv = internal_get(s, clean, &n, err);
     if (rv != 0)
         return rv;
+    /* etcd returns these two errors without assigning its named err,
+     * so its deferred statistics count them as successes. */
+    s->count_ok = true;
     if (n->is_dir)
         return err_set(err, STORE_ECODE_NOT_FILE, display_key(clean),
                        s->index);
     rv = compare_fail(s, n, pv, pvl, pi, err);
     if (rv != 0)
         return rv;
+    s->count_ok = false;
     struct store_event *e = event_new(STORE_ACTION_COMPARE_AND_DELETE, clean,
                                       s->index + 1, n->created_index);
     if (e == NULL || prev_repr(e, n, now) != 0) {
@@ -1574,10 +1589,11 @@ int store_compare_and_delete(struct store *s, const char *path,
     char *clean = path_clean(path);
     if (clean == NULL)
         return -ENOMEM;
+    s->count_ok = false;
     int rv = do_cad(s, clean, prev_value, prev_value_len, prev_index, now_ns,
                     ev, err);
     free(clean);
-    stat_inc(s, rv == 0 ? ST_CAD_OK : ST_CAD_FAIL);
+    stat_inc(s, rv == 0 || (rv == STORE_EV2 && s->count_ok) ? ST_CAD_OK : ST_CAD_FAIL);
     if (rv == 0)
         hub_notify(s, *ev);
     return rv;

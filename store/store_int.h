@@ -91,6 +91,9 @@ struct store {
     size_t wtab_cap, wlists;
     size_t watchers;
     struct store_watcher *cur_watcher;
+    /* etcd counts a few errors as successes in its statistics (it returns
+     * them without setting the err its deferred counter reads). */
+    bool count_ok;
     void (*hook)(struct store_event *ev, void *data);
     void *hook_data;
 };
