@@ -604,6 +604,12 @@ static void api_keys(struct raftd *n, struct http_request *req,
         return;
     http_response_add_header(req, "X-Etcd-Cluster-Id", n->cluster_id_hex);
     code = parse_key_request(n, req, key, &kr, &cause);
+    if (code == 0 && strlen(req->path) != req->path_len) {
+        /* etcd accepts a NUL byte in a key; our store's paths are C
+         * strings, so refuse rather than silently use a shorter key. */
+        code = STORE_ECODE_INVALID_FIELD;
+        cause = "key contains a NUL byte (%00), which raftd does not support";
+    }
     if (code != 0) {
         api_error(n, req, code, cause, 0);
         return;
