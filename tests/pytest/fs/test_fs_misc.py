@@ -1,6 +1,7 @@
 # xattrs and TTLs, DIR/.new, rename, cache invalidation on remote changes,
 # mount options and clean shutdown.
 import errno
+import shutil
 import os
 import signal
 import subprocess
@@ -170,3 +171,32 @@ def test_inotify_sees_remote_changes(fsm):
         assert open(fsm.p("d", "local")).read() == "x"
     finally:
         ino.close()
+
+
+def _as_nobody(*cmd):
+    return subprocess.run(["setpriv", "--reuid=65534", "--regid=65534",
+                           "--clear-groups"] + list(cmd), capture_output=True)
+
+
+def test_allow_other_and_permissions(fsm_make):
+    if os.getuid() != 0 or shutil.which("setpriv") is None:
+        import pytest
+        pytest.skip("needs root and setpriv")
+    private = fsm_make()
+    shared = fsm_make("allow_other,mode=640")
+    for m in (private, shared):
+        os.chmod(os.path.dirname(m.path), 0o755)
+        open(m.p("k"), "w").write("secret")
+        open(m.p("pub"), "w").write("open")
+    # Without allow_other, FUSE refuses every other user.
+    assert _as_nobody("cat", private.p("pub")).returncode != 0
+    # With it, the kernel checks the mount's uid/gid/mode (default_permissions).
+    r = _as_nobody("cat", shared.p("pub"))
+    assert r.returncode != 0 and b"Permission denied" in r.stderr  # mode 640
+    shared2 = fsm_make("allow_other,mode=644")
+    os.chmod(os.path.dirname(shared2.path), 0o755)
+    open(shared2.p("pub"), "w").write("open")
+    r = _as_nobody("cat", shared2.p("pub"))
+    assert r.returncode == 0 and r.stdout == b"open"
+    r = _as_nobody("sh", "-c", "echo x > " + shared2.p("pub"))
+    assert r.returncode != 0  # not the owner: read-only for others
