@@ -725,6 +725,10 @@ static void root_watch_cb(void *arg, int status, const struct fs_event *ev)
 
 static struct fs_ctx *ctx_new(struct fs *fs, fuse_req_t req)
 {
+    /* While fs_finish_close drains the session the backend may be gone:
+     * no new backend calls (the handlers then reply an error). */
+    if (fs->finishing)
+        return NULL;
     struct fs_ctx *c = calloc(1, sizeof(*c));
     if (c == NULL)
         return NULL;
@@ -1411,7 +1415,7 @@ static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
         fi->nonseekable = 1;
         fh->nonblock = (fi->flags & O_NONBLOCK) != 0;
         if (in->kind == FS_KIND_WATCH)
-            watch_start(fh, fs->ops->index(fs->data) + 1);
+            watch_start(fh, fs->finishing ? 0 : fs->ops->index(fs->data) + 1);
         fi->fh = (uintptr_t)fh;
         if (fuse_reply_open(req, fi) != 0)
             fh_free(fh);
@@ -2067,6 +2071,11 @@ static void fh_watch_cb(void *arg, int status, const struct fs_event *ev)
 static void watch_start(struct fs_fh *fh, uint64_t since)
 {
     struct fs *fs = fh->fs;
+    if (fs->finishing) {
+        fh->ended = true;
+        fh->start_err = -EIO;
+        return;
+    }
     char *sp = store_path(fs, fh->in->path);
     int rv = sp ? fs->ops->watch(fs->data, sp, since, fh_watch_cb, fh, &fh->bw)
                 : -ENOMEM;
@@ -2341,6 +2350,10 @@ static void xattr_start(fuse_req_t req, fuse_ino_t ino, const char *name,
         }
         if (strcmp(name, names) != 0) {
             fuse_reply_err(req, ENODATA);
+            return;
+        }
+        if (fs->finishing) {
+            fuse_reply_err(req, EIO);
             return;
         }
         snprintf(v, sizeof(v), "%" PRIu64, fs->ops->index(fs->data));
