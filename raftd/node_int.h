@@ -87,7 +87,12 @@ struct raftd {
     struct raftd_read_req *reads_ready;
     uint64_t next_read_ctx;
 
-    /* Persistence pipeline. */
+    /* Persistence pipeline. hs_latest is the newest hard state the core
+     * handed out, hs_written the last one given to the WAL. */
+    struct wal_hard_state hs_latest;
+    struct wal_hard_state hs_written;
+    bool hs_dirty;
+    bool hs_must_sync;
     unsigned batches_in_flight;
     int wal_error; /* sticky: a failed fsync stops writes for good */
 
