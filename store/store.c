@@ -1738,9 +1738,15 @@ static int do_rename(struct store *s, const char *oldc, const char *newc,
     memset(&n->u, 0, sizeof(n->u));
     n->is_dir = false;
     free(n);
-    rv = repr(&e->node, m, newc, false, now);
+    store_node_clear(&e->node);
+    if (repr(&e->node, m, newc, false, now) != 0) {
+        /* The move is done; only the event copy lacks memory. Keep the
+         * key so watchers still see a well-formed event. */
+        store_node_clear(&e->node);
+        e->node.key = strdup(newc);
+    }
     e->node.modified_index = next;
-    (void)rv;
+    e->node.created_index = m->created_index;
     /* Old side: the moved paths as deleted (as for a delete), then the
      * old key's ancestors; new side: the new key's ancestors. One
      * delivery per watcher. */
