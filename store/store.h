@@ -162,6 +162,15 @@ int store_buf_append(struct store_buf *b, const void *p, size_t n);
  * file. Returns 0 or -ENOMEM. */
 int store_event_json(struct store_buf *b, const struct store_event *ev);
 
+/* As store_event_json, with etcd's noValueOnSuccess=true: for set,
+ * compareAndSwap, create and update the body is just {"action":"..."}. */
+int store_event_json_novalue(struct store_buf *b,
+                             const struct store_event *ev);
+
+/* etcd's Event.IsCreated: create, or set without a prevNode. The HTTP
+ * layer answers 201 Created for these, 200 otherwise. */
+bool store_event_is_created(const struct store_event *ev);
+
 /* Append {"errorCode":..,"message":..,"cause":..,"index":..} and "\n", as
  * etcd's Error.WriteTo. The HTTP status is store_error_http_status(code);
  * the X-Etcd-Index header is err->index. Returns 0 or -ENOMEM. */

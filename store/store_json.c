@@ -399,6 +399,33 @@ int store_event_json(struct store_buf *b, const struct store_event *ev)
     return rv;
 }
 
+int store_event_json_novalue(struct store_buf *b,
+                             const struct store_event *ev)
+{
+    switch (ev->action) {
+    case STORE_ACTION_SET:
+    case STORE_ACTION_COMPARE_AND_SWAP:
+    case STORE_ACTION_CREATE:
+    case STORE_ACTION_UPDATE: {
+        const char *a = store_action_name(ev->action);
+        int rv = put(b, "{\"action\":");
+        if (rv == 0)
+            rv = store_json_string(b, a, strlen(a));
+        if (rv == 0)
+            rv = put(b, "}\n");
+        return rv;
+    }
+    default:
+        return store_event_json(b, ev);
+    }
+}
+
+bool store_event_is_created(const struct store_event *ev)
+{
+    return ev->action == STORE_ACTION_CREATE ||
+           (ev->action == STORE_ACTION_SET && ev->prev_node == NULL);
+}
+
 int store_error_json(struct store_buf *b, const struct store_error *err)
 {
     int rv = put(b, "{\"errorCode\":");
