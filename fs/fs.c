@@ -98,6 +98,8 @@ int fs_options_parse(struct fs_options *o, const char *opts, char **opts_copy)
             o->debug = true;
         } else if (strcmp(t, "noinotify") == 0 && val == NULL) {
             o->no_inotify = true;
+        } else if (strcmp(t, "quorum") == 0 && val == NULL) {
+            o->quorum = true;
         } else if (strcmp(t, "root") == 0 && val != NULL && val[0] == '/') {
             o->root = val;
         } else if (val == NULL) {
@@ -659,8 +661,10 @@ static bool event_is_local(struct fs *fs, const struct fs_event *ev)
 static void invalidate_path(struct fs *fs, const char *rel, bool entry)
 {
     struct fs_inode *in = inode_find(fs, rel, FS_KIND_NODE);
-    if (in != NULL)
+    if (in != NULL) {
+        in->attr_index = 0; /* the kernel's copy is about to go */
         notify_push(fs, in->ino, 0, NULL);
+    }
     if (rel[0] == '\0' || !entry)
         return;
     const char *slash = strrchr(rel, '/');
@@ -804,6 +808,8 @@ static void lookup_cb(void *arg, int status, const struct fs_meta *meta,
             fuse_reply_err(c->req, ENOMEM);
         } else {
             in->nlookup++;
+            in->attr_index = status == 0 && meta != NULL && !dir
+                                 ? meta->modified_index : 0;
             entry_fill(fs, &e, in, dir, size);
             fuse_reply_entry(c->req, &e);
         }
@@ -830,6 +836,7 @@ static void shadow_entry(struct fs *fs, fuse_req_t req, const char *rel,
         return;
     }
     in->nlookup++;
+    in->attr_index = 0;
     entry_fill(fs, &e, in, dir, 0);
     e.attr_timeout = 0;
     e.entry_timeout = 0;
@@ -945,6 +952,9 @@ static void getattr_cb(void *arg, int status, const struct fs_meta *meta,
     if (status != 0) {
         fuse_reply_err(c->req, -fs_status_errno(status));
     } else {
+        struct fs_inode *in = inode_get(fs, c->ino);
+        if (in != NULL)
+            in->attr_index = meta != NULL && !dir ? meta->modified_index : 0;
         attr_fill(fs, &st, c->ino, FS_KIND_NODE, dir, size);
         fuse_reply_attr(c->req, &st, fs->opt.attr_timeout);
     }
@@ -987,6 +997,7 @@ static void op_getattr(fuse_req_t req, fuse_ino_t ino,
     }
     if (fi != NULL && fh_of(fi) != NULL && fh_of(fi)->kind == FS_KIND_NODE &&
         fh_of(fi)->loaded) {
+        in->attr_index = 0; /* the handle's unsaved size */
         attr_fill(fs, &st, ino, in->kind, false, fh_of(fi)->len);
         fuse_reply_attr(req, &st, fs->opt.attr_timeout);
         return;
@@ -1046,6 +1057,7 @@ static void entry_reply_cb(void *arg, int status, const struct fs_meta *meta)
             fuse_reply_err(c->req, ENOMEM);
         } else {
             in->nlookup++;
+            in->attr_index = meta->dir ? 0 : meta->modified_index;
             entry_fill(fs, &e, in, meta->dir, c->len);
             fuse_reply_entry(c->req, &e);
         }
@@ -1372,7 +1384,19 @@ static void open_cb(void *arg, int status, const struct fs_meta *meta,
             memcpy(fh->buf, value, len);
         fh->loaded = true;
         fi.fh = (uintptr_t)fh;
-        fi.keep_cache = 1;
+        /* The kernel's cached size and pages may predate the value just
+         * read (the invalidation for a remote change is asynchronous):
+         * with a stale size, read directly (no clamp to the old size, no
+         * page cache); with a fresh size keep the pages only if they are
+         * of this version, else the kernel drops them at this open. */
+        struct fs_inode *in = fh->in;
+        uint64_t mi = meta->modified_index;
+        if (in->attr_index != mi) {
+            fi.direct_io = 1;
+        } else {
+            fi.keep_cache = in->cache_index == mi;
+            in->cache_index = mi;
+        }
         if (fuse_reply_open(c->req, &fi) != 0)
             fh_free(fh); /* interrupted: no release will come */
     }
@@ -1380,6 +1404,31 @@ static void open_cb(void *arg, int status, const struct fs_meta *meta,
 }
 
 static void watch_start(struct fs_fh *fh, uint64_t since);
+
+/* The read of an open: the value into the handle's buffer (open_cb). */
+static void open_get(struct fs_ctx *c)
+{
+    struct fs *fs = c->fs;
+    struct fs_fh *fh = c->fh;
+    char *sp = store_path(fs, fh->in->path);
+    int rv = sp ? fs->ops->get(fs->data, sp, open_cb, c) : -ENOMEM;
+    free(sp);
+    if (rv != 0)
+        fh_free(fh);
+    ctx_check(c, rv);
+}
+
+static void open_barrier_cb(void *arg, int status, const struct fs_meta *m)
+{
+    struct fs_ctx *c = arg;
+    if (status != 0) {
+        fh_free(c->fh);
+        fuse_reply_err(c->req, -fs_status_errno(status));
+        ctx_free(c);
+        return;
+    }
+    open_get(c);
+}
 
 static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
@@ -1437,12 +1486,16 @@ static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
     }
     c->fh = fh;
     c->fi = *fi;
-    char *sp = store_path(fs, in->path);
-    int rv = sp ? fs->ops->get(fs->data, sp, open_cb, c) : -ENOMEM;
-    free(sp);
-    if (rv != 0)
-        fh_free(fh);
-    ctx_check(c, rv);
+    if (fs->opt.quorum && fs->ops->barrier != NULL) {
+        /* -o quorum: read only after this member has applied everything
+         * committed when the open was asked (a linearizable open). */
+        int rv = fs->ops->barrier(fs->data, open_barrier_cb, c);
+        if (rv != 0)
+            fh_free(fh);
+        ctx_check(c, rv);
+        return;
+    }
+    open_get(c);
 }
 
 static void op_create(fuse_req_t req, fuse_ino_t parent, const char *name,
@@ -1469,6 +1522,7 @@ static void create_finish(struct fs *fs, fuse_req_t req, const char *rel,
     fh->pending_create = true;
     in->pending++;
     in->pending_size = 0;
+    in->attr_index = 0;
     fi->fh = (uintptr_t)fh;
     entry_fill(fs, &e, in, false, 0);
     if (fuse_reply_create(req, &e, fi) != 0) {
@@ -1607,6 +1661,12 @@ static void flush_cb(void *arg, int status, const struct fs_meta *meta)
         fh->pending_create = false;
         fh->in->pending--;
     }
+    if (status == 0 && meta != NULL) {
+        /* The kernel saw every byte written: its size and pages are this
+         * version's. */
+        fh->in->attr_index = meta->modified_index;
+        fh->in->cache_index = meta->modified_index;
+    }
     fh->flushing = false;
     if (status != 0)
         fh->dirty = true; /* a later flush or release retries */
@@ -1714,6 +1774,9 @@ static void truncate_set_cb(void *arg, int status, const struct fs_meta *meta)
     if (status != 0) {
         fuse_reply_err(c->req, -fs_status_errno(status));
     } else {
+        struct fs_inode *in = inode_get(c->fs, c->ino);
+        if (in != NULL)
+            in->attr_index = meta->modified_index;
         attr_fill(c->fs, &st, c->ino, FS_KIND_NODE, false, c->len);
         fuse_reply_attr(c->req, &st, c->fs->opt.attr_timeout);
     }
@@ -1792,6 +1855,7 @@ static void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr,
             return;
         }
         fh->dirty = true;
+        in->attr_index = 0;
         attr_fill(fs, &st, ino, FS_KIND_NODE, false, fh->len);
         fuse_reply_attr(req, &st, fs->opt.attr_timeout);
         return;

@@ -134,6 +134,11 @@ struct fs_backend_ops {
     void (*watch_cancel)(void *data, struct fs_backend_watch *w);
     /* The current index (X-Etcd-Index) as this member knows it. */
     uint64_t (*index)(void *data);
+    /* Optional (NULL if the backend cannot): cb once this member has
+     * applied everything committed when barrier was called (Raft's
+     * ReadIndex), so a read after it is linearizable; meta is NULL. Used
+     * by -o quorum before each open's read. */
+    int (*barrier)(void *data, fs_write_cb cb, void *arg);
 };
 
 /* ------------------------------------------------------------------ */
@@ -151,6 +156,7 @@ struct fs_options {
     bool ro;                /* mount read-only: every write is EROFS */
     bool debug;             /* libfuse's -d */
     bool no_inotify;        /* do not replay remote changes for inotify */
+    bool quorum;            /* linearizable opens through ops->barrier */
     double entry_timeout;   /* kernel cache timeouts, seconds */
     double attr_timeout;
     size_t max_value;       /* larger writes fail with EFBIG */
@@ -166,7 +172,7 @@ void fs_options_init(struct fs_options *o);
 
 /* Parse one comma-separated -o string (uid=N, gid=N, mode=OCTAL for files
  * (directories get the x bits where r is set), allow_other, ro, root=PATH,
- * debug, max_value=BYTES, timeout=SECONDS, noinotify) into o. Unknown options are
+ * debug, max_value=BYTES, timeout=SECONDS, noinotify, quorum) into o. Unknown options are
  * -EINVAL. opts is borrowed; o->root then points into *opts_copy, a heap
  * copy the caller frees with free() after fs_close. */
 int fs_options_parse(struct fs_options *o, const char *opts, char **opts_copy);

@@ -56,6 +56,11 @@ struct fs_inode {
     uint64_t nlookup;
     unsigned opens;        /* open handles pointing here */
     unsigned pending;      /* created here, not yet in the store */
+    /* Versions (modifiedIndex) of what the kernel holds: the size in its
+     * last attribute reply (0 = unknown), and the pages it may cache
+     * (those of the last open allowed to use the page cache). */
+    uint64_t attr_index;
+    uint64_t cache_index;
     size_t pending_size;
     bool hashed;           /* in the path table (false once replaced) */
     bool moved;            /* scratch for inode_move */

@@ -435,6 +435,67 @@ static int b_rename(void *data, const char *old_path, const char *new_path,
     return op_start(b, op);
 }
 
+/* -o quorum: Raft's ReadIndex before an open reads the local store. The
+ * wait is bounded like a write's: EIO after the leader wait, even if
+ * raftd answers later (the request then stays alive until it does). */
+struct fs_barrier {
+    struct raftd_read_req rr;
+    uv_timer_t timer;
+    fs_write_cb cb;
+    void *arg;
+    bool answered; /* cb called */
+    bool read_done; /* raftd called back */
+};
+
+static void barrier_timer_closed(uv_handle_t *h)
+{
+    free(h->data);
+}
+
+static void barrier_answer(struct fs_barrier *br, int status)
+{
+    if (br->answered)
+        return;
+    br->answered = true;
+    br->cb(br->arg, status, NULL);
+}
+
+static void barrier_timeout(uv_timer_t *t)
+{
+    barrier_answer(t->data, -EIO);
+}
+
+static void barrier_cb(struct raftd_read_req *rr, int status)
+{
+    struct fs_barrier *br = rr->data;
+    br->read_done = true;
+    barrier_answer(br, status == -EAGAIN ? -EIO : status);
+    uv_close((uv_handle_t *)&br->timer, barrier_timer_closed);
+}
+
+static int b_barrier(void *data, fs_write_cb cb, void *arg)
+{
+    struct raftd_fs *b = data;
+    struct fs_barrier *br = calloc(1, sizeof(*br));
+    if (br == NULL)
+        return -ENOMEM;
+    br->cb = cb;
+    br->arg = arg;
+    br->rr.data = br;
+    /* The timer first: raftd may answer inside raftd_read_index. */
+    uv_timer_init(b->loop, &br->timer);
+    br->timer.data = br;
+    int rv = raftd_read_index(b->n, &br->rr, barrier_cb);
+    if (rv != 0) {
+        br->answered = true; /* the contract: no callback after an error */
+        uv_close((uv_handle_t *)&br->timer, barrier_timer_closed);
+        return rv == -EAGAIN ? -EIO : rv; /* no leader: EIO, not a hang */
+    }
+    if (!br->read_done)
+        uv_timer_start(&br->timer, barrier_timeout, b->wait_ms, 0);
+    return 0;
+}
+
 const struct fs_backend_ops raftd_fs_ops = {
     .get = b_get,
     .list = b_list,
@@ -445,6 +506,7 @@ const struct fs_backend_ops raftd_fs_ops = {
     .watch = b_watch,
     .watch_cancel = b_watch_cancel,
     .index = b_index,
+    .barrier = b_barrier,
 };
 
 int raftd_fs_new(struct raftd *n, uv_loop_t *loop, unsigned leader_wait_ms,

@@ -346,6 +346,14 @@ static void mb_watch_cancel(void *data, struct fs_backend_watch *w)
     free(w);
 }
 
+/* One process, one store: every read is already linearizable. */
+static int mb_barrier(void *data, fs_write_cb cb, void *arg)
+{
+    struct memback *mb = data;
+    cb(arg, mb->down ? -EIO : 0, NULL);
+    return 0;
+}
+
 static uint64_t mb_index(void *data)
 {
     struct memback *mb = data;
@@ -362,6 +370,7 @@ const struct fs_backend_ops memback_ops = {
     .watch = mb_watch,
     .watch_cancel = mb_watch_cancel,
     .index = mb_index,
+    .barrier = mb_barrier,
 };
 
 static void expire_cb(uv_timer_t *t)

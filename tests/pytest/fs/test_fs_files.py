@@ -161,7 +161,7 @@ def test_read_only_mount_is_erofs(fsm_make):
 
 
 def test_unreachable_backend_is_eio_not_hang(fsm_make):
-    m = fsm_make("timeout=0")
+    m = fsm_make("timeout=0,quorum")
     open(m.p("k"), "w").write("v")
     os.mkdir(m.p("d"))
     m.control("down 1")

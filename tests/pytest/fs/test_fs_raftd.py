@@ -54,7 +54,7 @@ def fsm_raftd(request):
     log = open(os.path.join(tmp, "log"), "w+")
     env = dict(os.environ)
     env.setdefault("ASAN_OPTIONS", "detect_leaks=1")
-    env["ETCFS_FS_OPTS"] = "timeout=30"
+    env["ETCFS_FS_OPTS"] = getattr(request, "param", "timeout=30")
     proc = subprocess.Popen(
         [raftd_mount_bin(), "--name", "default", "--data-dir", os.path.join(tmp, "data"),
          "--listen-client-urls", url, "--advertise-client-urls", url,
@@ -164,3 +164,13 @@ def test_raftd_watch_lines_equal_http_stream_bytes(fsm_raftd):
     resp.close()
     assert [l for l in lines] == got, (lines, got)
     assert json.loads(lines[1])["node"]["ttl"] == 100
+
+
+@pytest.mark.parametrize("fsm_raftd", ["timeout=30,quorum"], indirect=True)
+def test_raftd_quorum_opens(fsm_raftd):
+    r = fsm_raftd
+    for i in range(20):
+        http("PUT", r.url + "/v2/keys/q", value="v%d" % i)
+        # -o quorum: an open after the write returned reads it (ReadIndex).
+        with open(r.p("q")) as f:
+            assert f.read() == "v%d" % i
