@@ -116,12 +116,6 @@ static void api_internal_error(struct raftd *n, struct http_request *req,
     api_error(n, req, STORE_ECODE_RAFT_INTERNAL, cause, 0);
 }
 
-static bool event_is_created(const struct store_event *ev)
-{
-    return ev->action == STORE_ACTION_CREATE ||
-           (ev->action == STORE_ACTION_SET && ev->prev_node == NULL);
-}
-
 /* writeKeyEvent. */
 static void api_key_event(struct raftd *n, struct http_request *req,
                           const struct store_event *ev, bool no_value)
@@ -134,24 +128,12 @@ static void api_key_event(struct raftd *n, struct http_request *req,
     api_header_u64(req, "X-Etcd-Index", ev->etcd_index);
     api_header_u64(req, "X-Raft-Index", node_raft_index(n));
     api_header_u64(req, "X-Raft-Term", node_raft_term(n));
-    if (no_value && (ev->action == STORE_ACTION_SET ||
-                     ev->action == STORE_ACTION_COMPARE_AND_SWAP ||
-                     ev->action == STORE_ACTION_CREATE ||
-                     ev->action == STORE_ACTION_UPDATE)) {
-        const char *a = store_action_name(ev->action);
-        rv = store_buf_append(b, "{\"action\":", 10);
-        if (rv == 0)
-            rv = store_json_string(b, a, strlen(a));
-        if (rv == 0)
-            rv = store_buf_append(b, "}\n", 2);
-    } else {
-        rv = store_event_json(b, ev);
-    }
+    rv = no_value ? store_event_json_novalue(b, ev) : store_event_json(b, ev);
     if (rv != 0) {
         http_respond(req, 500, NULL, 0);
         return;
     }
-    http_respond(req, event_is_created(ev) ? 201 : 200, b->data, b->len);
+    http_respond(req, store_event_is_created(ev) ? 201 : 200, b->data, b->len);
 }
 
 /* ---- parseKeyRequest -------------------------------------------------- */
