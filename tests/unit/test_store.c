@@ -123,6 +123,85 @@ static const char *const golden_session[][2] = {
      "{\"errorCode\":100,\"message\":\"Key not found\",\"cause\":\"/queue/00000000000000000025\",\"index\":19}"},
 };
 
+/* A second etcd 3.4.23 session (CAS/CAD on dirs and root, hidden
+ * dirs, POST dirs, trailing slashes, history prefix rules). */
+static const char *const golden_session2[][2] = {
+    {"PUT /f?value=1",
+     "{\"action\":\"set\",\"node\":{\"key\":\"/f\",\"value\":\"1\",\"modifiedIndex\":4,\"createdIndex\":4}}"},
+    {"PUT /f?prevIndex=4&value=2",
+     "{\"action\":\"compareAndSwap\",\"node\":{\"key\":\"/f\",\"value\":\"2\",\"modifiedIndex\":5,\"createdIndex\":4},\"prevNode\":{\"key\":\"/f\",\"value\":\"1\",\"modifiedIndex\":4,\"createdIndex\":4}}"},
+    {"PUT /f?prevIndex=5&prevValue=2&value=3",
+     "{\"action\":\"compareAndSwap\",\"node\":{\"key\":\"/f\",\"value\":\"3\",\"modifiedIndex\":6,\"createdIndex\":4},\"prevNode\":{\"key\":\"/f\",\"value\":\"2\",\"modifiedIndex\":5,\"createdIndex\":4}}"},
+    {"PUT /dd?dir=true",
+     "{\"action\":\"set\",\"node\":{\"key\":\"/dd\",\"dir\":true,\"modifiedIndex\":7,\"createdIndex\":7}}"},
+    {"PUT /dd?prevValue=x&value=3",
+     "{\"errorCode\":102,\"message\":\"Not a file\",\"cause\":\"/dd\",\"index\":7}"},
+    {"PUT /dd?prevExist=false&dir=true",
+     "{\"errorCode\":105,\"message\":\"Key already exists\",\"cause\":\"/dd\",\"index\":7}"},
+    {"PUT /f?dir=true",
+     "{\"action\":\"set\",\"node\":{\"key\":\"/f\",\"dir\":true,\"modifiedIndex\":8,\"createdIndex\":8},\"prevNode\":{\"key\":\"/f\",\"value\":\"3\",\"modifiedIndex\":6,\"createdIndex\":4}}"},
+    {"PUT /f?prevExist=true&value=zz",
+     "{\"errorCode\":102,\"message\":\"Not a file\",\"cause\":\"/f\",\"index\":8}"},
+    {"PUT /f2?value=v",
+     "{\"action\":\"set\",\"node\":{\"key\":\"/f2\",\"value\":\"v\",\"modifiedIndex\":9,\"createdIndex\":9}}"},
+    {"DELETE /f2?dir=true",
+     "{\"action\":\"delete\",\"node\":{\"key\":\"/f2\",\"modifiedIndex\":10,\"createdIndex\":9},\"prevNode\":{\"key\":\"/f2\",\"value\":\"v\",\"modifiedIndex\":9,\"createdIndex\":9}}"},
+    {"PUT /e1?dir=true",
+     "{\"action\":\"set\",\"node\":{\"key\":\"/e1\",\"dir\":true,\"modifiedIndex\":11,\"createdIndex\":11}}"},
+    {"DELETE /e1?dir=true",
+     "{\"action\":\"delete\",\"node\":{\"key\":\"/e1\",\"dir\":true,\"modifiedIndex\":12,\"createdIndex\":11},\"prevNode\":{\"key\":\"/e1\",\"dir\":true,\"modifiedIndex\":11,\"createdIndex\":11}}"},
+    {"DELETE /?prevValue=x",
+     "{\"errorCode\":102,\"message\":\"Not a file\",\"index\":12}"},
+    {"DELETE /?prevIndex=3",
+     "{\"errorCode\":102,\"message\":\"Not a file\",\"index\":12}"},
+    {"PUT /?prevValue=x&value=1",
+     "{\"errorCode\":107,\"message\":\"Root is read only\",\"cause\":\"/\",\"index\":12}"},
+    {"PUT /?prevExist=true&value=1",
+     "{\"errorCode\":107,\"message\":\"Root is read only\",\"cause\":\"/\",\"index\":12}"},
+    {"PUT /h/_hd/x?value=1",
+     "{\"action\":\"set\",\"node\":{\"key\":\"/h/_hd/x\",\"value\":\"1\",\"modifiedIndex\":13,\"createdIndex\":13}}"},
+    {"PUT /h/v?value=1",
+     "{\"action\":\"set\",\"node\":{\"key\":\"/h/v\",\"value\":\"1\",\"modifiedIndex\":14,\"createdIndex\":14}}"},
+    {"GET /h?recursive=true",
+     "{\"action\":\"get\",\"node\":{\"key\":\"/h\",\"dir\":true,\"nodes\":[{\"key\":\"/h/v\",\"value\":\"1\",\"modifiedIndex\":14,\"createdIndex\":14}],\"modifiedIndex\":13,\"createdIndex\":13}}"},
+    {"GET /h/_hd?recursive=true",
+     "{\"action\":\"get\",\"node\":{\"key\":\"/h/_hd\",\"dir\":true,\"nodes\":[{\"key\":\"/h/_hd/x\",\"value\":\"1\",\"modifiedIndex\":13,\"createdIndex\":13}],\"modifiedIndex\":13,\"createdIndex\":13}}"},
+    {"GET /h/_hd/x",
+     "{\"action\":\"get\",\"node\":{\"key\":\"/h/_hd/x\",\"value\":\"1\",\"modifiedIndex\":13,\"createdIndex\":13}}"},
+    {"POST /h/_q?value=1",
+     "{\"action\":\"create\",\"node\":{\"key\":\"/h/_q/00000000000000000015\",\"value\":\"1\",\"modifiedIndex\":15,\"createdIndex\":15}}"},
+    {"POST /pd?dir=true",
+     "{\"action\":\"create\",\"node\":{\"key\":\"/pd/00000000000000000016\",\"dir\":true,\"modifiedIndex\":16,\"createdIndex\":16}}"},
+    {"PUT /sp%20ace/%C3%BCml?value=%E2%82%AC",
+     "{\"action\":\"set\",\"node\":{\"key\":\"/sp ace/\303\274ml\",\"value\":\"\342\202\254\",\"modifiedIndex\":17,\"createdIndex\":17}}"},
+    {"GET /sp%20ace?recursive=true",
+     "{\"action\":\"get\",\"node\":{\"key\":\"/sp ace\",\"dir\":true,\"nodes\":[{\"key\":\"/sp ace/\303\274ml\",\"value\":\"\342\202\254\",\"modifiedIndex\":17,\"createdIndex\":17}],\"modifiedIndex\":17,\"createdIndex\":17}}"},
+    {"PUT /tr/ail/?value=1",
+     "{\"action\":\"set\",\"node\":{\"key\":\"/tr/ail\",\"value\":\"1\",\"modifiedIndex\":18,\"createdIndex\":18}}"},
+    {"GET /tr/ail",
+     "{\"action\":\"get\",\"node\":{\"key\":\"/tr/ail\",\"value\":\"1\",\"modifiedIndex\":18,\"createdIndex\":18}}"},
+    {"GET /tr/?recursive=true",
+     "{\"action\":\"get\",\"node\":{\"key\":\"/tr\",\"dir\":true,\"nodes\":[{\"key\":\"/tr/ail\",\"value\":\"1\",\"modifiedIndex\":18,\"createdIndex\":18}],\"modifiedIndex\":18,\"createdIndex\":18}}"},
+    {"PUT /cas?value=a",
+     "{\"action\":\"set\",\"node\":{\"key\":\"/cas\",\"value\":\"a\",\"modifiedIndex\":19,\"createdIndex\":19}}"},
+    {"PUT /cas?prevValue=a&value=",
+     "{\"action\":\"compareAndSwap\",\"node\":{\"key\":\"/cas\",\"value\":\"\",\"modifiedIndex\":20,\"createdIndex\":19},\"prevNode\":{\"key\":\"/cas\",\"value\":\"a\",\"modifiedIndex\":19,\"createdIndex\":19}}"},
+    {"DELETE /cas?prevValue=c",
+     "{\"errorCode\":101,\"message\":\"Compare failed\",\"cause\":\"[c != ]\",\"index\":20}"},
+    {"DELETE /h?recursive=true",
+     "{\"action\":\"delete\",\"node\":{\"key\":\"/h\",\"dir\":true,\"modifiedIndex\":21,\"createdIndex\":13},\"prevNode\":{\"key\":\"/h\",\"dir\":true,\"modifiedIndex\":13,\"createdIndex\":13}}"},
+    {"GET /h/v?wait=true&waitIndex=20",
+     "{\"action\":\"delete\",\"node\":{\"key\":\"/h\",\"dir\":true,\"modifiedIndex\":21,\"createdIndex\":13},\"prevNode\":{\"key\":\"/h\",\"dir\":true,\"modifiedIndex\":13,\"createdIndex\":13}}"},
+    {"GET /hx?wait=true&waitIndex=20",
+     "{\"action\":\"delete\",\"node\":{\"key\":\"/h\",\"dir\":true,\"modifiedIndex\":21,\"createdIndex\":13},\"prevNode\":{\"key\":\"/h\",\"dir\":true,\"modifiedIndex\":13,\"createdIndex\":13}}"},
+    {"GET /h?wait=true&waitIndex=20",
+     "{\"action\":\"delete\",\"node\":{\"key\":\"/h\",\"dir\":true,\"modifiedIndex\":21,\"createdIndex\":13},\"prevNode\":{\"key\":\"/h\",\"dir\":true,\"modifiedIndex\":13,\"createdIndex\":13}}"},
+    {"GET /h/v?wait=true&waitIndex=4",
+     "{\"action\":\"set\",\"node\":{\"key\":\"/h/v\",\"value\":\"1\",\"modifiedIndex\":14,\"createdIndex\":14}}"},
+    {"GET /?wait=true&waitIndex=5&recursive=true",
+     "{\"action\":\"compareAndSwap\",\"node\":{\"key\":\"/f\",\"value\":\"2\",\"modifiedIndex\":5,\"createdIndex\":4},\"prevNode\":{\"key\":\"/f\",\"value\":\"1\",\"modifiedIndex\":4,\"createdIndex\":4}}"},
+};
+
 static struct store_buf out_;
 
 /* The JSON of an event or error (without the trailing newline). */
@@ -175,6 +254,7 @@ static const char *run_line(struct store *s, const char *line, int64_t now)
     char *url = sp + 1, *q = strchr(url, '?');
     if (q)
         *q++ = '\0';
+    url_decode(url);
     struct store_request r = {0};
     r.prev_exist = -1;
     r.path = url;
@@ -272,6 +352,19 @@ TEST(golden_session)
                   "\"compareAndSwapFail\":5,\"compareAndDeleteSuccess\":4,"
                   "\"compareAndDeleteFail\":0,\"expireCount\":0,"
                   "\"watchers\":0}");
+    store_free(s);
+}
+
+TEST(golden_session2)
+{
+    struct store *s = new_padded();
+    for (size_t i = 0;
+         i < sizeof(golden_session2) / sizeof(golden_session2[0]); i++) {
+        const char *got = run_line(s, golden_session2[i][0], NOW);
+        if (strcmp(got, golden_session2[i][1]) != 0)
+            fprintf(stderr, "line %zu: %s\n", i, golden_session2[i][0]);
+        ASSERT_STR_EQ(got, golden_session2[i][1]);
+    }
     store_free(s);
 }
 
@@ -901,7 +994,8 @@ TEST(scale)
     store_free(s);
 }
 
-TEST_MAIN(TEST_ENTRY(golden_session), TEST_ENTRY(error_table),
+TEST_MAIN(TEST_ENTRY(golden_session), TEST_ENTRY(golden_session2),
+          TEST_ENTRY(error_table),
           TEST_ENTRY(ttl_refresh_golden), TEST_ENTRY(watch_expire_golden),
           TEST_ENTRY(watch_hidden_and_once), TEST_ENTRY(watch_history),
           TEST_ENTRY(watch_many), TEST_ENTRY(post_in_order),
