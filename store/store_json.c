@@ -294,12 +294,13 @@ static int put_time(struct store_buf *b, int64_t ns)
                      (int)m, (int)d, (int)(rem / 3600), (int)(rem / 60 % 60),
                      (int)(rem % 60));
     if (frac) {
-        char f[16];
-        snprintf(f, sizeof(f), ".%09d", (int)frac);
-        size_t fl = strlen(f);
-        while (f[fl - 1] == '0')
-            f[--fl] = '\0';
-        w += snprintf(t + w, sizeof(t) - (size_t)w, "%s", f);
+        int digits = 9;
+        while (frac % 10 == 0) {
+            frac /= 10;
+            digits--;
+        }
+        w += snprintf(t + w, sizeof(t) - (size_t)w, ".%0*d", digits,
+                      (int)frac);
     }
     snprintf(t + w, sizeof(t) - (size_t)w, "Z\"");
     return put(b, t);
