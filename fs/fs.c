@@ -1029,6 +1029,19 @@ static void op_forget_multi(fuse_req_t req, size_t count,
     fuse_reply_none(req);
 }
 
+/* The store has only keys and directories: no links of either kind. */
+static void op_symlink(fuse_req_t req, const char *link, fuse_ino_t parent,
+                       const char *name)
+{
+    fuse_reply_err(req, EPERM);
+}
+
+static void op_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent,
+                    const char *newname)
+{
+    fuse_reply_err(req, EPERM);
+}
+
 static void op_statfs(fuse_req_t req, fuse_ino_t ino)
 {
     struct statvfs sv;
@@ -2576,6 +2589,8 @@ static const struct fuse_lowlevel_ops fs_ll_ops = {
     .getattr = op_getattr,
     .setattr = op_setattr,
     .mknod = op_mknod,
+    .symlink = op_symlink,
+    .link = op_link,
     .mkdir = op_mkdir,
     .unlink = op_unlink,
     .rmdir = op_rmdir,

@@ -146,6 +146,8 @@ def test_errno_table(fsm_make):
     assert errno_of(os.unlink, m.p(".new")) == errno.EPERM
     assert errno_of(os.mkdir, m.p("n" * 300)) == errno.ENAMETOOLONG
     assert errno_of(os.mkfifo, m.p("fifo")) == errno.EPERM
+    assert errno_of(os.symlink, "f", m.p("sym")) == errno.EPERM
+    assert errno_of(os.link, m.p("f"), m.p("hard")) == errno.EPERM
     # still alive
     assert open(m.p("f")).read() == "x"
 
