@@ -1,6 +1,10 @@
 /* raftd: one etcd-v2-compatible cluster member. Parses etcd's command line,
  * runs the member on a libuv loop in the foreground and shuts it down
- * cleanly (WAL closed, in-flight writes finished) on SIGINT or SIGTERM. */
+ * cleanly (WAL closed, in-flight writes finished) on SIGINT or SIGTERM.
+ * With --mount DIR (when built with fs/) the tree is also mounted with
+ * FUSE in-process, over raftd/fs_backend.c; -o options come from
+ * $ETCFS_FS_OPTS. */
+#include <errno.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -10,9 +14,17 @@
 #include <uv.h>
 
 #include "raftd.h"
+#ifdef RAFTD_WITH_FS
+#include "fs.h"
+#include "fs_backend.h"
+#endif
 
 struct main_ctx {
     struct raftd *node;
+#ifdef RAFTD_WITH_FS
+    struct raftd_fs *backend;
+    struct fs *fs;
+#endif
     struct raftd_log log;
     uv_signal_t sigint, sigterm;
     int stopping;
@@ -30,17 +42,62 @@ static void main_stop(struct main_ctx *m, const char *why)
     if (m->stopping)
         return;
     m->stopping = 1;
-    raftd_logf(&m->log, RAFTD_LOG_INFO, "osutil",
-               "received %s signal, shutting down...", why);
+    raftd_logf(&m->log, RAFTD_LOG_INFO, "osutil", "%s, shutting down...",
+               why);
     uv_close((uv_handle_t *)&m->sigint, NULL);
     uv_close((uv_handle_t *)&m->sigterm, NULL);
+#ifdef RAFTD_WITH_FS
+    /* The filesystem first (it answers its requests), then the backend
+     * (ends writes waiting for a leader), then the member. */
+    if (m->fs != NULL)
+        fs_close(m->fs);
+    m->fs = NULL;
+    if (m->backend != NULL)
+        raftd_fs_close(m->backend);
+    m->backend = NULL;
+#endif
     if (m->node)
         raftd_close(m->node, main_node_closed, m);
 }
 
+#ifdef RAFTD_WITH_FS
+static void main_fs_ended(void *arg)
+{
+    main_stop(arg, "the mount went away");
+}
+
+/* Mount cfg->mount over the member; opts_copy is freed by the caller. */
+static int main_mount(struct main_ctx *m, uv_loop_t *loop,
+                      const struct raftd_config *cfg, char **opts_copy)
+{
+    struct fs_options o;
+    const char *env_opts = getenv("ETCFS_FS_OPTS");
+    int rv;
+
+    fs_options_init(&o);
+    if (env_opts != NULL && env_opts[0] != '\0') {
+        rv = fs_options_parse(&o, env_opts, opts_copy);
+        if (rv != 0)
+            return rv;
+    }
+    rv = raftd_fs_new(m->node, loop, 0, &m->backend);
+    if (rv != 0)
+        return rv;
+    o.mountpoint = cfg->mount;
+    o.exit_cb = main_fs_ended;
+    o.exit_arg = m;
+    rv = fs_new(loop, &raftd_fs_ops, m->backend, &o, &m->fs);
+    if (rv == 0)
+        raftd_logf(&m->log, RAFTD_LOG_INFO, "fs", "mounted the tree on %s",
+                   cfg->mount);
+    return rv;
+}
+#endif
+
 static void main_signal_cb(uv_signal_t *h, int signum)
 {
-    main_stop(h->data, signum == SIGINT ? "interrupt" : "terminated");
+    main_stop(h->data, signum == SIGINT ? "received interrupt signal"
+                                        : "received terminated signal");
 }
 
 int main(int argc, char **argv, char **envp)
@@ -48,7 +105,7 @@ int main(int argc, char **argv, char **envp)
     struct raftd_config cfg;
     struct main_ctx m;
     uv_loop_t loop;
-    char err[512];
+    char err[512], *opts_copy = NULL;
     int code = 1, rv;
 
     memset(&m, 0, sizeof(m));
@@ -110,14 +167,23 @@ int main(int argc, char **argv, char **envp)
     uv_signal_start(&m.sigint, main_signal_cb, SIGINT);
     uv_signal_start(&m.sigterm, main_signal_cb, SIGTERM);
     rv = raftd_start(m.node);
+    if (rv == 0 && cfg.mount != NULL && cfg.mount[0] != '\0') {
+#ifdef RAFTD_WITH_FS
+        rv = main_mount(&m, &loop, &cfg, &opts_copy);
+        if (rv != 0)
+            raftd_logf(&m.log, RAFTD_LOG_FATAL, "fs", "cannot mount %s: %s",
+                       cfg.mount, strerror(-rv));
+#else
+        raftd_logf(&m.log, RAFTD_LOG_FATAL, "fs",
+                   "--mount: raftd was built without fs/");
+        rv = -ENOTSUP;
+#endif
+    }
     if (rv != 0) {
         raftd_logf(&m.log, RAFTD_LOG_FATAL, "etcdmain",
                    "cannot serve: %s", strerror(-rv));
         code = 1;
-        m.stopping = 1;
-        uv_close((uv_handle_t *)&m.sigint, NULL);
-        uv_close((uv_handle_t *)&m.sigterm, NULL);
-        raftd_close(m.node, main_node_closed, &m);
+        main_stop(&m, "startup failed");
     }
     uv_run(&loop, UV_RUN_DEFAULT);
 out_loop:
@@ -126,5 +192,6 @@ out_loop:
         uv_loop_close(&loop);
     }
     raftd_config_free(&cfg);
+    free(opts_copy);
     return code;
 }

@@ -9,6 +9,12 @@ etcfs_protobuf(etcfs_raftd request.proto)
 
 add_executable(raftd main.c)
 target_link_libraries(raftd PRIVATE etcfs_raftd)
+# --mount: fs/ defines etcfs_raftd_fs (raftd/fs_backend.c + etcfs_fs) after
+# this file is read, so link it through generator expressions that are
+# resolved once every directory is configured.
+target_link_libraries(raftd PRIVATE $<TARGET_NAME_IF_EXISTS:etcfs_raftd_fs>)
+target_compile_definitions(raftd PRIVATE
+  $<$<TARGET_EXISTS:etcfs_raftd_fs>:RAFTD_WITH_FS>)
 
 etcfs_unit_test(test_config etcfs_raftd)
 etcfs_unit_test(test_node etcfs_raftd)
