@@ -22,6 +22,7 @@ struct fs_backend_watch {
 struct memback {
     struct store *store;
     bool down; /* control "down 1": every operation fails with -EIO */
+    int fail_next; /* control "fail CODE": the next write fails so */
     uv_timer_t expire;
     struct fs_backend_watch *watches;
 };
@@ -141,6 +142,12 @@ static int mb_set(void *data, const struct fs_set_args *a, fs_write_cb cb,
                   void *arg)
 {
     struct memback *mb = data;
+    if (mb->fail_next != 0) {
+        int code = mb->fail_next;
+        mb->fail_next = 0;
+        cb(arg, code, NULL);
+        return 0;
+    }
     if (mb->down) {
         cb(arg, -EIO, NULL);
         return 0;
@@ -169,6 +176,12 @@ static int mb_del(void *data, const char *path, bool dir, bool recursive,
                   fs_write_cb cb, void *arg)
 {
     struct memback *mb = data;
+    if (mb->fail_next != 0) {
+        int code = mb->fail_next;
+        mb->fail_next = 0;
+        cb(arg, code, NULL);
+        return 0;
+    }
     if (mb->down) {
         cb(arg, -EIO, NULL);
         return 0;
@@ -192,6 +205,12 @@ static int mb_post(void *data, const char *dir_path, const void *value,
                    size_t value_len, fs_post_cb cb, void *arg)
 {
     struct memback *mb = data;
+    if (mb->fail_next != 0) {
+        int code = mb->fail_next;
+        mb->fail_next = 0;
+        cb(arg, code, NULL, NULL);
+        return 0;
+    }
     if (mb->down) {
         cb(arg, -EIO, NULL, NULL);
         return 0;
@@ -222,6 +241,12 @@ static int mb_rename(void *data, const char *old_path, const char *new_path,
                      fs_write_cb cb, void *arg)
 {
     struct memback *mb = data;
+    if (mb->fail_next != 0) {
+        int code = mb->fail_next;
+        mb->fail_next = 0;
+        cb(arg, code, NULL);
+        return 0;
+    }
     if (mb->down) {
         cb(arg, -EIO, NULL);
         return 0;
@@ -425,6 +450,8 @@ int memback_control(struct memback *mb, const char *line)
         rest++;
     if (strcmp(cmd, "down") == 0) {
         mb->down = atoi(a) != 0;
+    } else if (strcmp(cmd, "fail") == 0) {
+        mb->fail_next = atoi(a);
     } else if (strcmp(cmd, "set") == 0) {
         struct fs_set_args s = {.path = a, .value = rest,
                                 .value_len = strlen(rest), .prev_exist = -1};

@@ -21,8 +21,9 @@ void memback_close(struct memback *mb);
 /* Apply one control line, without the newline: the "remote" changes of
  * the tests, "set KEY VALUE", "mkdir KEY", "rm KEY", "rmdir KEY"
  * (recursive), "mv FROM TO", "ttl KEY SECONDS", "seq DIR N" (DIR/0 ..
- * DIR/N-1 = i), and "down 1" / "down 0": every operation then fails with
- * -EIO, as with an unreachable cluster.
+ * DIR/N-1 = i), "down 1" / "down 0": every operation then fails with
+ * -EIO, as with an unreachable cluster, and "fail CODE": the next write
+ * (set, delete, post, rename) completes with that status (an etcd code).
  * Returns 0 or a negative errno / positive etcd code. */
 int memback_control(struct memback *mb, const char *line);
 

@@ -3,7 +3,8 @@
 # normalising indices (relative to each server's index when the sequence
 # began), expiration/ttl, and unsorted listing order. Bodies are compared
 # byte for byte otherwise, so field order and Go escaping count.
-# ETCFS_DIFF_SEED=n adds seed n; ETCFS_DIFF_OPS=n sets the sequence length.
+# ETCFS_DIFF_SEED=n (or 1,5 or 1-50) runs those seeds instead; ETCFS_DIFF_OPS=n
+# sets the sequence length.
 import json
 import os
 import random
@@ -15,8 +16,11 @@ import pytest
 from harness import go_json
 
 SEEDS = [1, 2, 3, 4]
-if os.environ.get("ETCFS_DIFF_SEED"):
-    SEEDS = [int(os.environ["ETCFS_DIFF_SEED"])]
+if os.environ.get("ETCFS_DIFF_SEED"):  # "7", "1,5,9" or "1-50"
+    SEEDS = []
+    for part in os.environ["ETCFS_DIFF_SEED"].split(","):
+        lo, _, hi = part.partition("-")
+        SEEDS += list(range(int(lo), int(hi or lo) + 1))
 OPS = int(os.environ.get("ETCFS_DIFF_OPS", "150"))
 
 VALUES = ["v1", "v2", "v3", "", "<a&b>", "\u00fc\u4e2d", "two\nlines", "q\"uote"]

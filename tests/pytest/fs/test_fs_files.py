@@ -201,3 +201,30 @@ def test_sed_in_place_saves_by_rename(fsm):
     sh("sed -i s/beta/gamma/ conf", fsm.path)
     assert open(fsm.p("conf")).read() == "alpha\ngamma\n"
     assert os.listdir(fsm.path) == ["conf"]
+
+
+def test_every_store_code_maps_through_the_mount(fsm):
+    """The one table, end to end: the next write fails with an injected
+    etcd code and close(2) reports the table's errno."""
+    table = {100: errno.ENOENT, 101: errno.ECANCELED, 102: errno.EISDIR,
+             104: errno.ENOTDIR, 105: errno.EEXIST, 106: errno.EPERM,
+             107: errno.EROFS, 108: errno.ENOTEMPTY, 110: errno.EACCES,
+             209: errno.EINVAL, 300: errno.EIO, 301: errno.EIO,
+             401: errno.ERANGE}
+    open(fsm.p("k"), "w").write("v")
+    for code, want in table.items():
+        fsm.control("fail %d" % code)
+        # the control FIFO is asynchronous: retry until the failure is seen
+        def attempt():
+            try:
+                with open(fsm.p("k"), "w") as f:
+                    f.write(str(code))
+            except OSError as e:
+                return e.errno
+            return None
+        got = wait_for(attempt, 3, "injected %d" % code)
+        assert got == want, (code, got, want)
+    # A failed close stores nothing and leaves the mount working.
+    with open(fsm.p("k"), "w") as f:
+        f.write("after")
+    assert open(fsm.p("k")).read() == "after"
