@@ -80,6 +80,14 @@ static const char *display_key(const char *clean)
     return path_is_root(clean) ? "" : clean;
 }
 
+static size_t path_depth(const char *clean)
+{
+    size_t d = 0;
+    for (const char *p = clean; *p; p++)
+        d += *p == '/';
+    return clean[1] == '\0' ? 0 : d;
+}
+
 static bool is_hidden_name(const struct snode *n)
 {
     return n->name_len > 0 && n->name[0] == '_';
@@ -1044,6 +1052,19 @@ static size_t subtree_maxlen(const struct snode *n, size_t base)
     return m;
 }
 
+static size_t subtree_height(const struct snode *n)
+{
+    size_t h = 0;
+    if (n->is_dir)
+        for (uint32_t i = 0; i < n->u.d.cap; i++)
+            if (n->u.d.tab[i]) {
+                size_t c = 1 + subtree_height(n->u.d.tab[i]);
+                if (c > h)
+                    h = c;
+            }
+    return h;
+}
+
 /* Detach n from its parent and free its subtree, notifying deleted
  * watchers of every path under it (e == NULL: no notification). */
 static int remove_node(struct store *s, struct snode *n,
@@ -1172,6 +1193,11 @@ static int internal_create(struct store *s, const char *path, bool dir,
     int rv;
     if (path_is_root(clean)) {
         rv = err_set(err, STORE_ECODE_ROOT_RONLY, "/", cur);
+        goto out;
+    }
+    if (path_depth(clean) > STORE_MAX_DEPTH) {
+        rv = err_set(err, STORE_ECODE_INVALID_FIELD, "key nested too deep",
+                     cur);
         goto out;
     }
     if (expire < STORE_MIN_EXPIRE_NS)
@@ -1667,6 +1693,9 @@ static int do_rename(struct store *s, const char *oldc, const char *newc,
     if (strncmp(newc, oldc, ol) == 0 && newc[ol] == '/')
         return err_set(err, STORE_ECODE_INVALID_FIELD,
                        "cannot move a directory into itself", s->index);
+    if (path_depth(newc) + subtree_height(n) > STORE_MAX_DEPTH)
+        return err_set(err, STORE_ECODE_INVALID_FIELD, "key nested too deep",
+                       s->index);
     /* Check the target's parent path before creating anything. */
     {
         struct snode *cur = s->root;

@@ -9,7 +9,10 @@
 /* time.Parse(RFC3339, "2000-01-01T00:00:00Z"): create/set treat an
  * expiration before it as permanent, as etcd's minExpireTime. */
 #define STORE_MIN_EXPIRE_NS 946684800000000000LL
-#define STORE_MAX_DEPTH 8192
+/* Deepest node (segments below the root). Writes deeper than this are
+ * refused (209), so every image store_save writes store_load accepts, and
+ * the recursive walks stay far from the stack's end. etcd has no limit. */
+#define STORE_MAX_DEPTH 4096
 
 /* One node. The name is stored inline; the full path is rebuilt from the
  * parents when an event needs it, so no node keeps its path. */

@@ -309,6 +309,8 @@ static struct snode *r_node(struct rd *r, struct snode *parent, int depth)
         }
     } else {
         uint32_t k = r_u32(r);
+        if (k > 0 && depth >= STORE_MAX_DEPTH)
+            r->err = -EINVAL;
         for (uint32_t i = 0; i < k && r->err == 0; i++) {
             struct snode *c = r_node(r, n, depth + 1);
             if (c == NULL)

@@ -947,6 +947,42 @@ TEST(apply_sync_and_methods)
     store_free(s);
 }
 
+TEST(depth_limit)
+{
+    /* 4096 levels are fine and survive a snapshot; 4097 are refused. */
+    struct store *s = store_new();
+    char *p = malloc(2 * 4097 + 2);
+    ASSERT(p != NULL);
+    for (int i = 0; i < 4097; i++)
+        memcpy(p + 2 * i, "/a", 2);
+    p[2 * 4097] = '\0';
+    struct store_event *ev;
+    struct store_error err = {0};
+    ASSERT_EQ(store_set(s, p, false, "v", 1, 0, false, NOW, &ev, &err),
+              STORE_EV2);
+    ASSERT_EQ(err.code, 209);
+    p[2 * 4096] = '\0';
+    ASSERT_OK(store_set(s, p, false, "v", 1, 0, false, NOW, &ev, &err));
+    store_event_unref(ev);
+    ASSERT_EQ(store_rename(s, "/a", "/b/a", NOW, &ev, &err), STORE_EV2);
+    ASSERT_EQ(err.code, 209);
+    struct mem m = {0};
+    ASSERT_OK(store_save(s, mem_write, &m));
+    struct store *t = store_new();
+    ASSERT_OK(store_load(t, mem_read, &m));
+    ASSERT_OK(store_get(t, p, false, false, NOW, &ev, &err));
+    store_event_unref(ev);
+    ASSERT_OK(store_get(t, "/", true, false, NOW, &ev, &err));
+    store_event_unref(ev);
+    ASSERT_OK(store_delete(t, "/a", true, true, NOW, &ev, &err));
+    store_event_unref(ev);
+    free(m.p);
+    free(p);
+    store_error_clear(&err);
+    store_free(s);
+    store_free(t);
+}
+
 static double secs(void)
 {
     struct timespec ts;
@@ -1001,4 +1037,4 @@ TEST_MAIN(TEST_ENTRY(golden_session), TEST_ENTRY(golden_session2),
           TEST_ENTRY(watch_many), TEST_ENTRY(post_in_order),
           TEST_ENTRY(dir_modified_index), TEST_ENTRY(snapshot_roundtrip),
           TEST_ENTRY(rename), TEST_ENTRY(apply_sync_and_methods),
-          TEST_ENTRY(scale))
+          TEST_ENTRY(depth_limit), TEST_ENTRY(scale))
