@@ -22,8 +22,9 @@ struct snode {
     uint64_t modified_index;
     int64_t expire;   /* 0 = permanent */
     int32_t heap_idx; /* position in the TTL heap, -1 if none */
-    uint32_t name_len;
-    bool is_dir;
+    /* Packed so the header is 56 bytes: memory per key matters. */
+    uint32_t name_len : 31;
+    uint32_t is_dir : 1;
     union {
         struct {
             char *val; /* NULL when len == 0 */
