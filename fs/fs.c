@@ -1680,9 +1680,9 @@ static void flush_cb(void *arg, int status, const struct fs_meta *meta)
         fh->in->attr_index = meta->modified_index;
         fh->in->cache_index = meta->modified_index;
     }
+    /* A failed store is not retried at release: close(2) has reported
+     * the error, and storing the value later would contradict it. */
     fh->flushing = false;
-    if (status != 0)
-        fh->dirty = true; /* a later flush or release retries */
     if (c->req != NULL)
         fuse_reply_err(c->req, -fs_status_errno(status));
     if (fh->released)
@@ -1730,8 +1730,7 @@ static void fh_store(struct fs_fh *fh, fuse_req_t req)
     }
     free(sp);
     if (rv != 0) {
-        fh->dirty = true;
-        fh->flushing = false;
+        fh->flushing = false; /* reported, not retried (see flush_cb) */
         if (req == NULL && fh->released)
             fh_free(fh);
         ctx_check(c, rv);
@@ -2035,8 +2034,6 @@ static void post_cb(void *arg, int status, const char *key,
             fh->created[l] = '\n';
             fh->created[l + 1] = '\0';
         }
-    } else {
-        fh->dirty = true;
     }
     if (c->req != NULL) {
         if (status != 0) {
@@ -2087,10 +2084,8 @@ static void read_new(fuse_req_t req, struct fs_fh *fh, size_t size)
                                 fh->len, post_cb, c)
                 : -ENOMEM;
     free(sp);
-    if (rv != 0) {
-        fh->dirty = true;
-        fh->flushing = false;
-    }
+    if (rv != 0)
+        fh->flushing = false; /* reported, not retried (see flush_cb) */
     ctx_check(c, rv);
 }
 
