@@ -228,3 +228,21 @@ def test_every_store_code_maps_through_the_mount(fsm):
     with open(fsm.p("k"), "w") as f:
         f.write("after")
     assert open(fsm.p("k")).read() == "after"
+
+
+def test_failed_close_is_not_retried_at_release(fsm):
+    open(fsm.p("k"), "w").write("base")
+    fsm.control("fail 300")
+    tries = []
+
+    def attempt():
+        tries.append(len(tries))
+        try:
+            with open(fsm.p("k"), "w") as f:
+                f.write("try%d" % tries[-1])
+        except OSError as e:
+            return e.errno
+        return None
+    assert wait_for(attempt, 3, "injected failure") == errno.EIO
+    # The failing close's value was dropped, not stored at release.
+    assert open(fsm.p("k")).read() != "try%d" % tries[-1]
