@@ -896,83 +896,119 @@ static void raft_cfg_fill(struct raftd *n, struct raft_config *rc,
     rc->n_voters = *nv;
 }
 
+/* Opening and reading the WAL runs on a helper thread while the loop
+ * thread loads the snapshot into the store: the two are independent once
+ * the snapshot's index is known, and a restart is their maximum instead of
+ * their sum. */
+struct wal_loader {
+    uv_thread_t tid;
+    struct raftd *n;
+    const struct wal_options *wo;
+    struct wal_snapshot ws;
+    struct wal_read_result res;
+    int open_rv;
+    int read_rv;
+};
+
+static void wal_loader_run(void *arg)
+{
+    struct wal_loader *l = arg;
+    l->read_rv = 0;
+    l->open_rv = wal_open(&l->n->wal, l->n->wal_dir, l->wo);
+    if (l->open_rv == 0)
+        l->read_rv =
+            wal_read_all(l->n->wal, l->ws.index ? &l->ws : NULL, &l->res);
+}
+
 static int node_restore(struct raftd *n, const struct wal_options *wo)
 {
     struct raft_snapshot_meta sm;
-    struct wal_snapshot ws = {0, 0};
-    struct wal_read_result res;
+    struct wal_loader wl;
     struct snap_reader *sr = NULL;
     struct raft_config rc;
     struct raft_entry *ents = NULL;
     raft_id voters[RAFT_MAX_VOTERS];
     struct raft_hard_state hs;
     size_t nv;
-    int rv;
+    int rv, threaded = 0;
 
     memset(&sm, 0, sizeof(sm));
-    memset(&res, 0, sizeof(res));
+    memset(&wl, 0, sizeof(wl));
+    wl.n = n;
+    wl.wo = wo;
     rv = snap_reader_open(&n->snap_opts, &sr);
     if (rv == 0) {
         size_t ml;
         const void *meta = snap_reader_meta(sr, &ml);
         rv = meta_decode(meta, ml, &sm);
-        if (rv == 0)
+        if (rv == 0) {
+            wl.ws.term = sm.term;
+            wl.ws.index = sm.index;
+            threaded = uv_thread_create(&wl.tid, wal_loader_run, &wl) == 0;
             rv = store_load(n->store, snap_read_cb, sr);
+        }
         if (rv != 0)
             raftd_logf(&n->log, RAFTD_LOG_ERROR, "raftd",
                        "loading snapshot %s: %s", snap_reader_path(sr),
                        strerror(-rv));
+        else
+            raftd_logf(&n->log, RAFTD_LOG_INFO, "raftd",
+                       "recovered store from snapshot at index %llu",
+                       (unsigned long long)sm.index);
         snap_reader_free(sr);
-        if (rv != 0)
-            return rv;
-        ws.term = sm.term;
-        ws.index = sm.index;
-        raftd_logf(&n->log, RAFTD_LOG_INFO, "raftd",
-                   "recovered store from snapshot at index %llu",
-                   (unsigned long long)sm.index);
-    } else if (rv != -ENOENT) {
+    } else if (rv == -ENOENT) {
+        rv = 0;
+    } else {
         raftd_logf(&n->log, RAFTD_LOG_ERROR, "raftd",
                    "opening snapshot: %s", strerror(-rv));
         return rv;
     }
-    rv = wal_open(&n->wal, n->wal_dir, wo);
+    if (threaded)
+        uv_thread_join(&wl.tid);
+    else if (rv == 0)
+        wal_loader_run(&wl);
     if (rv != 0) {
-        raftd_logf(&n->log, RAFTD_LOG_ERROR, "raftd", "opening WAL %s: %s",
-                   n->wal_dir, strerror(-rv));
+        wal_read_result_free(&wl.res);
         return rv;
     }
-    rv = wal_read_all(n->wal, ws.index ? &ws : NULL, &res);
-    if (rv != 0) {
+    if (wl.open_rv != 0) {
+        raftd_logf(&n->log, RAFTD_LOG_ERROR, "raftd", "opening WAL %s: %s",
+                   n->wal_dir, strerror(-wl.open_rv));
+        n->wal = NULL;
+        return wl.open_rv;
+    }
+    if (wl.read_rv != 0) {
         raftd_logf(&n->log, RAFTD_LOG_ERROR, "raftd", "reading WAL: %s",
                    wal_last_error(n->wal));
-        return rv;
+        wal_read_result_free(&wl.res);
+        return wl.read_rv;
     }
-    n->member_id = res.metadata.node_id;
-    n->cluster_id = res.metadata.cluster_id;
+    n->member_id = wl.res.metadata.node_id;
+    n->cluster_id = wl.res.metadata.cluster_id;
     rv = wal_start_append(n->wal);
     if (rv != 0)
         goto out;
-    if (res.n_entries) {
-        ents = calloc(res.n_entries, sizeof(*ents));
+    if (wl.res.n_entries) {
+        ents = calloc(wl.res.n_entries, sizeof(*ents));
         if (ents == NULL) {
             rv = -ENOMEM;
             goto out;
         }
     }
-    for (size_t i = 0; i < res.n_entries; i++) {
-        ents[i].term = res.entries[i].term;
-        ents[i].index = res.entries[i].index;
-        ents[i].type = (enum raft_entry_type)res.entries[i].type;
-        ents[i].data = (void *)res.entries[i].data;
-        ents[i].len = res.entries[i].len;
+    for (size_t i = 0; i < wl.res.n_entries; i++) {
+        ents[i].term = wl.res.entries[i].term;
+        ents[i].index = wl.res.entries[i].index;
+        ents[i].type = (enum raft_entry_type)wl.res.entries[i].type;
+        ents[i].data = (void *)wl.res.entries[i].data;
+        ents[i].len = wl.res.entries[i].len;
     }
-    hs.term = res.hard_state.term;
-    hs.vote = res.hard_state.vote;
-    hs.commit = res.hard_state.commit;
+    hs.term = wl.res.hard_state.term;
+    hs.vote = wl.res.hard_state.vote;
+    hs.commit = wl.res.hard_state.commit;
     /* The hard state's commit may lag (commit-only records are not
      * synced) and must not exceed the log we have. */
     {
-        uint64_t last = res.n_entries ? res.entries[res.n_entries - 1].index
+        uint64_t last = wl.res.n_entries ? wl.res.entries[wl.res.n_entries - 1].index
                                       : sm.index;
         if (hs.commit > last)
             hs.commit = last;
@@ -982,7 +1018,7 @@ static int node_restore(struct raftd *n, const struct wal_options *wo)
     raft_cfg_fill(n, &rc, voters, &nv);
     if (sm.index == 0 && nv == 1)
         voters[0] = n->member_id;
-    rv = raft_new(&rc, &hs, sm.index ? &sm : NULL, ents, res.n_entries,
+    rv = raft_new(&rc, &hs, sm.index ? &sm : NULL, ents, wl.res.n_entries,
                   &n->raft);
     if (rv != 0) {
         raftd_logf(&n->log, RAFTD_LOG_ERROR, "raftd",
@@ -996,10 +1032,10 @@ static int node_restore(struct raftd *n, const struct wal_options *wo)
                "index %llu (%zu WAL entries)",
                (unsigned long long)n->member_id,
                (unsigned long long)n->cluster_id,
-               (unsigned long long)hs.commit, res.n_entries);
+               (unsigned long long)hs.commit, wl.res.n_entries);
 out:
     free(ents);
-    wal_read_result_free(&res);
+    wal_read_result_free(&wl.res);
     return rv;
 }
 
