@@ -99,13 +99,15 @@ typedef void (*fs_watch_cb)(void *arg, int status, const struct fs_event *ev);
 
 /* The backend: a table of operations over a void *data.
  *
- * Async contract (every operation but index and watch_cancel): if the call
- * returns a negative errno, the callback is never called; if it returns 0,
- * the callback is called exactly once (possibly before the call returns),
- * on the loop thread that drives the fs. Paths are full store paths,
- * borrowed for the call only. */
+ * Async contract (every operation but index and watch_cancel, which are
+ * synchronous): if the call returns a negative errno, the callback is
+ * never called; if it returns 0, the callback is called exactly once
+ * (possibly before the call returns; watch: once per event until a final
+ * non-zero status or watch_cancel), on the loop thread that drives the
+ * fs. Paths are full store paths, borrowed for the call only. */
 struct fs_backend_ops {
-    /* Read one node: a file's value or a directory's metadata. */
+    /* Read one node: a file's value, or a directory's metadata (value
+     * "" of length 0). */
     int (*get)(void *data, const char *path, fs_get_cb cb, void *arg);
     /* A directory's children, sorted, hidden ("_") names left out; meta is
      * the directory's own. A file gives status 104. */
@@ -172,8 +174,8 @@ void fs_options_init(struct fs_options *o);
 
 /* Parse one comma-separated -o string (uid=N, gid=N, mode=OCTAL for files
  * (directories get the x bits where r is set), allow_other, ro, root=PATH,
- * debug, max_value=BYTES, timeout=SECONDS, noinotify, quorum) into o. Unknown options are
- * -EINVAL. opts is borrowed; o->root then points into *opts_copy, a heap
+ * debug, max_value=BYTES, timeout=SECONDS, noinotify, quorum) into o.
+ * Unknown options are -EINVAL. opts is borrowed; o->root then points into *opts_copy, a heap
  * copy the caller frees with free() after fs_close. */
 int fs_options_parse(struct fs_options *o, const char *opts, char **opts_copy);
 
