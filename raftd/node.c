@@ -333,7 +333,23 @@ struct node_batch {
     raft_index persist_index;
     raft_term persist_term;
     double start;
+    /* The ready batch, kept when it has messages that may only leave once
+     * it is durable (votes, append responses). */
+    struct raft_ready rd;
+    bool has_rd;
 };
+
+/* Hand messages to the peer transport. A cluster of one sends none; with
+ * peers, this is where the transport plugs in (next issue). Until then a
+ * message to another member is dropped, which Raft tolerates. */
+static void node_send(struct raftd *n, const struct raft_message *msgs,
+                      size_t count)
+{
+    for (size_t i = 0; i < count; i++)
+        raftd_logf(&n->log, RAFTD_LOG_DEBUG, "raft",
+                   "no transport: dropped message type %d to %llx",
+                   (int)msgs[i].type, (unsigned long long)msgs[i].to);
+}
 
 static void node_batch_cb(struct wal_append_req *req, int status)
 {
@@ -351,12 +367,19 @@ static void node_batch_cb(struct wal_append_req *req, int status)
         }
     } else if (!n->closing) {
         metrics_observe(&n->metrics.fsync_latency, mono_s() - b->start);
-        raft_persisted(n->raft, b->persist_index, b->persist_term);
+        if (b->persist_index)
+            raft_persisted(n->raft, b->persist_index, b->persist_term);
+        if (b->has_rd)
+            node_send(n, b->rd.messages_after_persist,
+                      b->rd.n_messages_after_persist);
     }
+    if (b->has_rd)
+        raft_ready_free(&b->rd);
     free(b);
 }
 
-static int node_persist(struct raftd *n, const struct raft_ready *rd)
+static int node_persist(struct raftd *n, const struct raft_ready *rd,
+                        struct node_batch **out)
 {
     struct wal_entry stackents[64], *ents = stackents;
     struct wal_hard_state hs;
@@ -377,6 +400,7 @@ static int node_persist(struct raftd *n, const struct raft_ready *rd)
      * of its own: it rides along with the next batch of entries. This
      * halves the WAL appends of sequential writes. Term and vote changes
      * are written (and fsynced) at once. */
+    *out = NULL;
     if (rd->n_entries == 0 && !n->hs_must_sync) {
         if (rd->persist_index)
             raft_persisted(n->raft, rd->persist_index, rd->persist_term);
@@ -407,6 +431,7 @@ static int node_persist(struct raftd *n, const struct raft_ready *rd)
     b->persist_index = rd->persist_index;
     b->persist_term = rd->persist_term;
     b->start = mono_s();
+    b->has_rd = false;
     rv = wal_append(n->wal, &b->req, n->hs_dirty ? &hs : NULL, ents,
                     rd->n_entries, node_batch_cb);
     if (rv == 0 && n->hs_dirty) {
@@ -420,10 +445,34 @@ static int node_persist(struct raftd *n, const struct raft_ready *rd)
         free(b);
         return rv;
     }
+    *out = b;
     n->batches_in_flight++;
     n->metrics.wal_batches++;
     n->metrics.wal_entries += rd->n_entries;
     return 0;
+}
+
+/* A batch that writes nothing: its callback runs once everything queued
+ * before it is durable. NULL if it cannot be queued (then the caller sends
+ * at once: the WAL has failed or memory is short, and Raft tolerates a
+ * lost message better than a stuck one). */
+static struct node_batch *node_barrier(struct raftd *n)
+{
+    struct node_batch *b;
+    if (n->wal_error)
+        return NULL;
+    b = calloc(1, sizeof(*b));
+    if (b == NULL)
+        return NULL;
+    b->req.data = b;
+    b->n = n;
+    b->start = mono_s();
+    if (wal_append(n->wal, &b->req, NULL, NULL, 0, node_batch_cb) != 0) {
+        free(b);
+        return NULL;
+    }
+    n->batches_in_flight++;
+    return b;
 }
 
 /* ---- apply ------------------------------------------------------------ */
@@ -595,6 +644,7 @@ static void node_process(struct raftd *n)
 {
     while (!n->closing && raft_has_ready(n->raft)) {
         struct raft_ready rd;
+        struct node_batch *batch = NULL;
         double t0;
         int rv;
 
@@ -604,7 +654,8 @@ static void node_process(struct raftd *n)
         node_track_leader(n, &rd);
         /* Messages: no peer transport yet (single member); the core sends
          * none to a cluster of one. */
-        rv = node_persist(n, &rd);
+        node_send(n, rd.messages, rd.n_messages);
+        rv = node_persist(n, &rd, &batch);
         if (rv != 0 && !n->wal_error) {
             raftd_logf(&n->log, RAFTD_LOG_ERROR, "raftd",
                        "WAL append refused: %s", strerror(-rv));
@@ -619,7 +670,24 @@ static void node_process(struct raftd *n)
             metrics_observe(&n->metrics.apply_latency, mono_s() - t0);
         }
         node_read_states(n, &rd);
-        raft_ready_free(&rd);
+        if (rd.n_messages_after_persist > 0 && batch != NULL) {
+            /* Keep the batch until its fsync: those messages promise
+             * durability. (The WAL callback never runs synchronously.) */
+            batch->rd = rd;
+            batch->has_rd = true;
+        } else if (rd.n_messages_after_persist > 0 &&
+                   n->batches_in_flight > 0 &&
+                   (batch = node_barrier(n)) != NULL) {
+            /* Nothing of this batch to write, but earlier writes may still
+             * be in flight: a WAL barrier orders the send after them. */
+            batch->rd = rd;
+            batch->has_rd = true;
+        } else {
+            if (rd.n_messages_after_persist > 0)
+                node_send(n, rd.messages_after_persist,
+                          rd.n_messages_after_persist);
+            raft_ready_free(&rd);
+        }
     }
     if (n->closing)
         return;
