@@ -449,6 +449,10 @@ static int list_children(const struct snode *d, struct snode ***out,
         if (c && !is_hidden_name(c))
             a[k++] = c;
     }
+    if (k == 0) {
+        free(a); /* only hidden children */
+        return 0;
+    }
     qsort(a, k, sizeof(*a), cmp_nodes);
     *out = a;
     *count = k;

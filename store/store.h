@@ -376,9 +376,11 @@ int store_watch(struct store *s, const char *path, bool recursive,
  * watcher). */
 void store_watcher_cancel(struct store *s, struct store_watcher *w);
 
-/* A hook called for every event that enters the history (refresh events
- * included), after the watchers: how raftd invalidates FUSE caches. ev is
- * borrowed for the call. cb NULL removes the hook. */
+/* A hook called once for every event that enters the history (refresh
+ * events included), synchronously inside the store call: how raftd
+ * invalidates FUSE caches. Its order relative to the watcher callbacks of
+ * the same event is unspecified. ev is borrowed for the call; the hook
+ * must not call into the store. cb NULL removes the hook. */
 void store_set_event_hook(struct store *s,
                           void (*cb)(struct store_event *ev, void *data),
                           void *data);

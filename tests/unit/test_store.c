@@ -719,6 +719,19 @@ TEST(post_in_order)
     store_free(s);
 }
 
+TEST(only_hidden_children)
+{
+    /* A listing of a directory whose children are all hidden has no
+     * "nodes" (Go omits the empty slice). */
+    struct store *s = store_new();
+    put(s, "PUT /d/_a?value=1", NOW);
+    put(s, "PUT /d/_b/c?value=1", NOW);
+    ASSERT_STR_EQ(run_line(s, "GET /d?recursive=true", NOW),
+                  "{\"action\":\"get\",\"node\":{\"key\":\"/d\",\"dir\":true,"
+                  "\"modifiedIndex\":1,\"createdIndex\":1}}");
+    store_free(s);
+}
+
 TEST(dir_modified_index)
 {
     /* A directory keeps its modifiedIndex when children change or when
@@ -1035,6 +1048,6 @@ TEST_MAIN(TEST_ENTRY(golden_session), TEST_ENTRY(golden_session2),
           TEST_ENTRY(ttl_refresh_golden), TEST_ENTRY(watch_expire_golden),
           TEST_ENTRY(watch_hidden_and_once), TEST_ENTRY(watch_history),
           TEST_ENTRY(watch_many), TEST_ENTRY(post_in_order),
-          TEST_ENTRY(dir_modified_index), TEST_ENTRY(snapshot_roundtrip),
+          TEST_ENTRY(dir_modified_index), TEST_ENTRY(only_hidden_children), TEST_ENTRY(snapshot_roundtrip),
           TEST_ENTRY(rename), TEST_ENTRY(apply_sync_and_methods),
           TEST_ENTRY(depth_limit), TEST_ENTRY(scale))
