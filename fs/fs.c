@@ -59,6 +59,7 @@ void fs_options_init(struct fs_options *o)
     o->entry_timeout = 1.0;
     o->attr_timeout = 1.0;
     o->max_value = 1536 * 1024;
+    o->keep_inodes = 65536;
 }
 
 static int parse_ull(const char *s, int base, unsigned long long *out)
@@ -121,6 +122,9 @@ int fs_options_parse(struct fs_options *o, const char *opts, char **opts_copy)
         } else if (strcmp(t, "max_value") == 0) {
             if ((rv = parse_ull(val, 10, &v)) == 0)
                 o->max_value = (size_t)v;
+        } else if (strcmp(t, "keep_inodes") == 0) {
+            if ((rv = parse_ull(val, 10, &v)) == 0)
+                o->keep_inodes = (size_t)v;
         } else if (strcmp(t, "timeout") == 0) {
             char *end;
             double d = strtod(val, &end);
@@ -298,15 +302,65 @@ static struct fs_inode *inode_obtain(struct fs *fs, const char *path, int kind)
     return in;
 }
 
+static void inode_maybe_free(struct fs *fs, struct fs_inode *in);
+
+static void lru_remove(struct fs *fs, struct fs_inode *in)
+{
+    if (!in->in_lru)
+        return;
+    if (in->lru_prev != NULL)
+        in->lru_prev->lru_next = in->lru_next;
+    else
+        fs->lru_head = in->lru_next;
+    if (in->lru_next != NULL)
+        in->lru_next->lru_prev = in->lru_prev;
+    else
+        fs->lru_tail = in->lru_prev;
+    in->lru_prev = in->lru_next = NULL;
+    in->in_lru = false;
+    fs->n_lru--;
+}
+
+/* Remember an idle inode (no lookups, no opens) of a live path; beyond
+ * opt.keep_inodes of them the oldest are forgotten here too. An inode that
+ * became busy again is only dropped from the list when it reaches the
+ * head (lazy), and kept. */
+static void lru_add(struct fs *fs, struct fs_inode *in)
+{
+    if (in->in_lru)
+        return;
+    in->lru_prev = fs->lru_tail;
+    in->lru_next = NULL;
+    if (fs->lru_tail != NULL)
+        fs->lru_tail->lru_next = in;
+    else
+        fs->lru_head = in;
+    fs->lru_tail = in;
+    in->in_lru = true;
+    fs->n_lru++;
+    while (fs->n_lru > fs->opt.keep_inodes) {
+        struct fs_inode *old = fs->lru_head;
+        lru_remove(fs, old);
+        if (old->nlookup == 0 && old->opens == 0) {
+            path_unlink(fs, old);
+            inode_maybe_free(fs, old);
+        }
+    }
+}
+
 /* Free in once its path is gone from the store (or replaced) and neither
- * the kernel (lookups) nor an open file uses it. Inodes of live paths are
- * kept after the kernel forgets them, so a path keeps its number for the
- * life of the mount (the table grows with the paths ever looked up). */
+ * the kernel (lookups) nor an open file uses it. Idle inodes of live paths
+ * are kept (up to opt.keep_inodes, least recently idle dropped first), so
+ * a path keeps its number after the kernel forgets it. */
 static void inode_maybe_free(struct fs *fs, struct fs_inode *in)
 {
-    if (in->hashed || in->nlookup > 0 || in->opens > 0 ||
-        in->ino == FUSE_ROOT_ID)
+    if (in->nlookup > 0 || in->opens > 0 || in->ino == FUSE_ROOT_ID)
         return;
+    if (in->hashed) {
+        lru_add(fs, in);
+        return;
+    }
+    lru_remove(fs, in);
     struct fs_inode **pp = &fs->by_ino[in->ino & (fs->n_buckets - 1)];
     while (*pp != in)
         pp = &(*pp)->next_ino;
@@ -2798,7 +2852,6 @@ static void fs_finish_close(struct fs *fs)
             free(fh->dents);
             free(fh->names);
         }
-        fh->in->opens = 0;
         fh_free(fh);
     }
     fuse_session_destroy(fs->se);

@@ -162,6 +162,7 @@ struct fs_options {
     double entry_timeout;   /* kernel cache timeouts, seconds */
     double attr_timeout;
     size_t max_value;       /* larger writes fail with EFBIG */
+    size_t keep_inodes;     /* idle inodes kept for stable numbers */
     /* Called once on the loop thread when the kernel ends the session
      * (fusermount3 -u, umount): the owner should then fs_close(). */
     void (*exit_cb)(void *arg);
@@ -169,12 +170,13 @@ struct fs_options {
 };
 
 /* Defaults: root "/", the calling uid/gid, 0644/0755, timeouts 1 s,
- * max_value 1.5 MiB (etcd's request limit). */
+ * max_value 1.5 MiB (etcd's request limit), keep_inodes 65536. */
 void fs_options_init(struct fs_options *o);
 
 /* Parse one comma-separated -o string (uid=N, gid=N, mode=OCTAL for files
  * (directories get the x bits where r is set), allow_other, ro, root=PATH,
- * debug, max_value=BYTES, timeout=SECONDS, noinotify, quorum) into o.
+ * debug, max_value=BYTES, timeout=SECONDS, noinotify, quorum,
+ * keep_inodes=N) into o.
  * Unknown options are -EINVAL. opts is borrowed; o->root then points into *opts_copy, a heap
  * copy the caller frees with free() after fs_close. */
 int fs_options_parse(struct fs_options *o, const char *opts, char **opts_copy);

@@ -64,6 +64,8 @@ struct fs_inode {
     size_t pending_size;
     bool hashed;           /* in the path table (false once replaced) */
     bool moved;            /* scratch for inode_move */
+    bool in_lru;           /* on fs->lru (idle, kept for its number) */
+    struct fs_inode *lru_prev, *lru_next;
     struct fs_inode *next_ino;
     struct fs_inode *next_path;
 };
@@ -165,6 +167,8 @@ struct fs {
 
     struct fs_inode **by_ino, **by_path;
     size_t n_buckets, n_inodes;
+    struct fs_inode *lru_head, *lru_tail; /* idle inodes, oldest first */
+    size_t n_lru;
     fuse_ino_t next_ino;
     struct fs_fh *fhs;
     struct fs_backend_watch *root_watch;

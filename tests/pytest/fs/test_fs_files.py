@@ -246,3 +246,23 @@ def test_failed_close_is_not_retried_at_release(fsm):
     assert wait_for(attempt, 3, "injected failure") == errno.EIO
     # The failing close's value was dropped, not stored at release.
     assert open(fsm.p("k")).read() != "try%d" % tries[-1]
+
+
+def test_idle_inodes_are_bounded(fsm_make):
+    """Forgotten inodes of live paths keep their numbers up to keep_inodes;
+    older ones are let go (memory stays bounded)."""
+    m = fsm_make("keep_inodes=10")
+    for i in range(40):
+        open(m.p("f%d" % i), "w").write("x")
+    first = {i: os.stat(m.p("f%d" % i)).st_ino for i in range(40)}
+    # Make the kernel forget every inode (FORGET for each).
+    try:
+        with open("/proc/sys/vm/drop_caches", "w") as f:
+            f.write("2")
+    except OSError:
+        import pytest
+        pytest.skip("cannot drop the kernel's dentry cache here")
+    again = {i: os.stat(m.p("f%d" % i)).st_ino for i in range(40)}
+    kept = [i for i in range(40) if first[i] == again[i]]
+    assert 0 < len(kept) <= 11, kept
+    assert len(set(again.values())) == 40
