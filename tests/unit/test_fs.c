@@ -38,8 +38,11 @@ TEST(options)
     ASSERT_STR_EQ(o.root, "/");
     ASSERT_EQ(o.file_mode, 0644);
     ASSERT_EQ(o.max_value, 1536 * 1024);
+    ASSERT_EQ(o.keep_inodes, 65536);
+    ASSERT(!o.quorum && !o.no_inotify && !o.ro);
     ASSERT_OK(fs_options_parse(&o, "uid=12,gid=34,mode=640,allow_other,ro,"
-                                   "root=/config,max_value=99,timeout=0.5",
+                                   "root=/config,max_value=99,timeout=0.5,"
+                                   "noinotify,quorum,keep_inodes=7",
                                &copy));
     ASSERT_EQ(o.uid, 12);
     ASSERT_EQ(o.gid, 34);
@@ -50,6 +53,9 @@ TEST(options)
     ASSERT_STR_EQ(o.root, "/config");
     ASSERT_EQ(o.max_value, 99);
     ASSERT(o.attr_timeout == 0.5 && o.entry_timeout == 0.5);
+    ASSERT(o.no_inotify);
+    ASSERT(o.quorum);
+    ASSERT_EQ(o.keep_inodes, 7);
     free(copy);
 
     copy = NULL;
