@@ -76,11 +76,27 @@ static char *path_join(const char *a, const char *b)
     return p;
 }
 
+/* mkdir -p with mode 0700, as etcd's fileutil.TouchDirAll. */
 static int mkdir_one(const char *path)
 {
-    if (mkdir(path, 0700) == 0 || errno == EEXIST)
-        return 0;
-    return -errno;
+    char *p = strdup(path);
+    int rv = 0;
+    if (p == NULL)
+        return -ENOMEM;
+    for (char *c = p + 1; *c; c++) {
+        if (*c != '/')
+            continue;
+        *c = '\0';
+        if (mkdir(p, 0700) != 0 && errno != EEXIST)
+            rv = -errno;
+        *c = '/';
+        if (rv != 0)
+            break;
+    }
+    if (rv == 0 && mkdir(p, 0700) != 0 && errno != EEXIST)
+        rv = -errno;
+    free(p);
+    return rv;
 }
 
 static void wal_log_bridge(void *data, enum wal_log_level level,
