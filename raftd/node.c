@@ -733,27 +733,22 @@ static void node_tick_cb(uv_timer_t *t)
     raft_tick(n->raft);
 }
 
-/* Propose a SYNC carrying our clock when a TTL is due (etcd proposes one
- * every 500 ms while any TTL key exists; we only when one has expired,
- * which expires the same keys at the same index and keeps the log quiet). */
+/* As etcd's leader does: every 500 ms, while any key has a TTL, propose a
+ * SYNC entry carrying our clock; applying it expires the keys whose time
+ * has come, so every member expires the same keys at the same index. */
 static void node_sync_cb(uv_timer_t *t)
 {
     struct raftd *n = t->data;
     struct store_request r;
-    int64_t next, now;
 
-    if (n->closing || raft_role(n->raft) != RAFT_LEADER ||
+    if (n->closing || n->wal_error || raft_role(n->raft) != RAFT_LEADER ||
         !store_has_ttl_keys(n->store))
-        return;
-    next = store_next_expiration(n->store);
-    now = node_now_ns();
-    if (next == 0 || next > now)
         return;
     memset(&r, 0, sizeof(r));
     r.method = STORE_METHOD_SYNC;
     r.path = "";
     r.prev_exist = -1;
-    r.time = now;
+    r.time = node_now_ns();
     node_propose_internal(n, &r);
 }
 
