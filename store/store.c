@@ -1009,24 +1009,48 @@ static int walk_create(struct store *s, const char *clean, struct snode **dir,
     return 0;
 }
 
+static void remove_tree(struct store *s, struct snode *n, char *path,
+                        size_t plen, struct store_event *e);
+
+static void remove_child(struct store *s, struct snode *c, char *path,
+                         size_t plen, struct store_event *e)
+{
+    size_t cl = plen;
+    if (path) {
+        path[cl++] = '/';
+        memcpy(path + cl, c->name, c->name_len);
+        cl += c->name_len;
+    }
+    remove_tree(s, c, path, cl, e);
+}
+
 /* Free a detached subtree, taking its TTL nodes out of the heap. The
  * callback is etcd's Remove callback: every removed path, children first. */
 static void remove_tree(struct store *s, struct snode *n, char *path,
                         size_t plen, struct store_event *e)
 {
-    if (n->is_dir) {
+    if (n->is_dir && n->u.d.n) {
+        /* Children go in name order, not hash order: their heap removals
+         * reshape the TTL heap, and every member (whatever its tables'
+         * history, e.g. restored from a snapshot) must reshape it alike,
+         * or equal expirations would later pop in different orders. */
+        struct snode **kids = malloc(n->u.d.n * sizeof(*kids));
+        size_t k = 0;
         for (uint32_t i = 0; i < n->u.d.cap; i++) {
             struct snode *c = n->u.d.tab[i];
             if (c == NULL)
                 continue;
-            size_t cl = plen;
-            if (path) {
-                path[cl++] = '/';
-                memcpy(path + cl, c->name, c->name_len);
-                cl += c->name_len;
-            }
-            remove_tree(s, c, path, cl, e);
+            if (kids)
+                kids[k++] = c;
+            else
+                remove_child(s, c, path, plen, e); /* ENOMEM: any order */
             n->u.d.tab[i] = NULL;
+        }
+        if (kids) {
+            qsort(kids, k, sizeof(*kids), cmp_nodes);
+            for (size_t i = 0; i < k; i++)
+                remove_child(s, kids[i], path, plen, e);
+            free(kids);
         }
         n->u.d.n = 0;
     }
