@@ -24,7 +24,7 @@ if os.environ.get("ETCFS_DIFF_SEED"):  # "7", "1,5,9" or "1-50"
 OPS = int(os.environ.get("ETCFS_DIFF_OPS", "150"))
 
 VALUES = ["v1", "v2", "v3", "", "<a&b>", "\u00fc\u4e2d", "two\nlines", "q\"uote"]
-LEAVES = ["x", "y", "z", "_h"]
+LEAVES = ["x", "y", "z", "_h", "sp ace", "p%25ct", "\u00e9t\u00e9"]
 
 
 class Idx:
@@ -67,7 +67,8 @@ class Gen:
         k = r.choice([
             "set", "set", "set", "setttl", "mkdir", "create", "update", "refresh",
             "cas_v", "cas_i", "cad_v", "cad_i", "del", "del_dir", "del_rec",
-            "post", "get", "get", "get_dir", "get_unsorted", "invalid", "wait", "root"])
+            "post", "get", "get", "get_dir", "get_unsorted", "invalid", "wait", "root",
+            "edge", "edge"])
         key = self.key()
         if k == "set":
             return ("PUT", key, None, {"value": self.val()})
@@ -127,6 +128,32 @@ class Gen:
                 ("GET", key, {"wait": "true", "waitIndex": "x"}, None),
                 ("DELETE", key, {"prevValue": ""}, None),
                 ("PUT", key + "/child/deeper", None, {"value": "1"}),
+            ])
+        if k == "edge":
+            d = r.choice(self.dirs)
+            return r.choice([
+                ("PUT", key, None, {"value": self.val(), "dir": "true"}),
+                ("PUT", d, None, {"dir": "true", "prevExist": "false"}),
+                ("PUT", d, None, {"dir": "true", "ttl": "1000", "prevExist": "true"}),
+                ("PUT", d, None, {"dir": "true", "ttl": "", "prevExist": "true"}),
+                ("PUT", d, None, {"refresh": "true", "ttl": "1000"}),
+                ("PUT", key, None, {"value": self.val(), "ttl": ""}),
+                ("PUT", key, None, {"value": self.val(), "prevIndex": "0"}),
+                ("PUT", key, None, {"value": self.val(), "prevExist": "true",
+                                    "prevValue": self.val() or "v3"}),
+                ("PUT", key, None, {"value": self.val(), "prevExist": "false",
+                                    "prevValue": self.val() or "v3"}),
+                ("PUT", d, None, {"value": "x", "prevValue": "x"}),
+                ("POST", d, None, {"value": self.val(), "prevExist": "true"}),
+                ("POST", d, None, {"dir": "true"}),
+                ("DELETE", key, {"dir": "true", "recursive": "true"}, None),
+                ("DELETE", d, {"prevIndex": "0"}, None),
+                ("DELETE", d, {"recursive": "true", "prevValue": "v1"}, None),
+                ("DELETE", key, {"prevExist": "true"}, None),
+                ("GET", d + "/a/../c", None, None),
+                ("GET", d, {"recursive": "true", "sorted": "true", "quorum": "true"}, None),
+                ("GET", key, {"wait": "false", "waitIndex": "1"}, None),
+                ("PUT", d + "/deep/er/still/" + r.choice(LEAVES), None, {"value": self.val()}),
             ])
         if k == "wait":
             if not self.touched:
@@ -190,9 +217,20 @@ class Side:
         self.base = None
 
     def begin(self):
-        r = self.c.request("GET", "/v2/keys/")
-        assert r.status == 200
-        self.base = int(r.headers["X-Etcd-Index"])
+        # the base must not move under us: a server may still be applying
+        # its own startup writes (member attributes, cluster version) when it
+        # starts answering, so wait until the index reads the same 3 times
+        # 50 ms apart
+        seen = []
+
+        def stable():
+            r = self.c.request("GET", "/v2/keys/")
+            assert r.status == 200
+            seen.append(int(r.headers["X-Etcd-Index"]))
+            return len(seen) >= 3 and seen[-1] == seen[-2] == seen[-3]
+        import harness
+        harness.deadline_poll(stable, 10, 0.05, "a stable X-Etcd-Index before the sequence")
+        self.base = seen[-1]
 
     def do(self, method, path, query, form, sort_listing):
         q = resolve(query, self.base)
