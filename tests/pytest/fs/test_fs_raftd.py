@@ -1,6 +1,6 @@
 # The raftd backend end to end: a one-member cluster with its tree mounted
-# in-process (etcfs-raftd-mount, what raftd --mount does); the HTTP API and
-# the mount are two views of the same store.
+# in-process (raftd --mount DIR); the HTTP API and the mount are two views
+# of the same store.
 import json
 import os
 import random
@@ -21,7 +21,8 @@ from fs_util import wait_for, xattr
 
 def raftd_mount_bin():
     from fs_util import memfs_bin
-    return os.path.join(os.path.dirname(memfs_bin()), "etcfs-raftd-mount")
+    build = os.path.dirname(os.path.dirname(memfs_bin()))
+    return os.path.join(build, "raftd", "raftd")
 
 
 def free_port():
@@ -44,7 +45,7 @@ def fsm_raftd(request):
     if not os.path.exists("/dev/fuse"):
         pytest.skip("no /dev/fuse")
     if not os.path.isfile(raftd_mount_bin()):
-        pytest.skip("etcfs-raftd-mount not built (needs store/ and raftd/)")
+        pytest.skip("raftd not built")
     tmp = tempfile.mkdtemp(prefix="etcfs-fsr-")
     mnt = os.path.join(tmp, "mnt")
     os.mkdir(mnt)
@@ -69,7 +70,7 @@ def fsm_raftd(request):
     r.p = lambda *a: os.path.join(mnt, *a)
     try:
         wait_for(lambda: os.path.ismount(mnt) or proc.poll() is not None, 15, "mount")
-        assert proc.poll() is None, "etcfs-raftd-mount exited"
+        assert proc.poll() is None, "raftd --mount exited"
         wait_for(lambda: _ok(url + "/v2/keys/"), 15, "leader")
         yield r
     finally:
@@ -87,7 +88,7 @@ def fsm_raftd(request):
         log.close()
         shutil.rmtree(tmp, ignore_errors=True)
         if "Sanitizer" in text or "runtime error" in text:
-            pytest.fail("sanitizer report from etcfs-raftd-mount:\n" + text[-6000:])
+            pytest.fail("sanitizer report from raftd --mount:\n" + text[-6000:])
         assert proc.returncode == 0, text[-3000:]
 
 
