@@ -1254,7 +1254,16 @@ int raftd_start(struct raftd *n)
     uv_timer_start(&n->sync_timer, node_sync_cb, NODE_SYNC_INTERVAL_MS,
                    NODE_SYNC_INTERVAL_MS);
 
-    n->replay_target = raft_last_index(n->raft);
+    {
+        /* A single voter will commit every entry its log holds, including
+         * ones acknowledged after the last written commit index; with
+         * peers, an uncommitted tail may be replaced, so only the known
+         * commit index is waited for. */
+        struct raft_conf_state cs;
+        raft_conf(n->raft, &cs);
+        n->replay_target = cs.n_voters == 1 ? raft_last_index(n->raft)
+                                            : raft_commit_index(n->raft);
+    }
     n->started = true;
     /* Replay what the WAL holds, then (as etcd's initial election tick
      * advance does) fast-forward the clock: a cluster of one elects itself
