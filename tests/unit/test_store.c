@@ -866,6 +866,40 @@ TEST(snapshot_roundtrip)
     store_free(t);
 }
 
+TEST(expire_same_after_snapshot)
+{
+    /* Equal expirations on a directory and its children: a member restored
+     * from a snapshot (other hash-table layouts) must expire exactly the
+     * same keys at the same indexes as one that applied every entry. */
+    struct store *s = store_new();
+    char p[64];
+    for (int i = 0; i < 40; i++) {
+        snprintf(p, sizeof(p), "PUT /d%d/k%d?value=1&ttl=5", i % 3, i);
+        put(s, p, NOW);
+        snprintf(p, sizeof(p), "PUT /d%d?dir=true&prevExist=true&ttl=5",
+                 i % 3);
+        put(s, p, NOW);
+        if (i % 4 == 0) {
+            snprintf(p, sizeof(p), "DELETE /d%d/k%d", i % 3, i);
+            put(s, p, NOW);
+        }
+    }
+    struct mem m = {0};
+    ASSERT_OK(store_save(s, mem_write, &m));
+    struct store *t = store_new();
+    ASSERT_OK(store_load(t, mem_read, &m));
+    put(s, "DELETE /d1?recursive=true", NOW);
+    put(t, "DELETE /d1?recursive=true", NOW);
+    int a = store_expire(s, NOW + 5 * SEC);
+    int b = store_expire(t, NOW + 5 * SEC);
+    ASSERT_EQ(a, b);
+    ASSERT_EQ(store_index(s), store_index(t));
+    ASSERT(!store_has_ttl_keys(s) && !store_has_ttl_keys(t));
+    free(m.p);
+    store_free(s);
+    store_free(t);
+}
+
 TEST(rename)
 {
     struct store *s = store_new();
@@ -1048,6 +1082,6 @@ TEST_MAIN(TEST_ENTRY(golden_session), TEST_ENTRY(golden_session2),
           TEST_ENTRY(ttl_refresh_golden), TEST_ENTRY(watch_expire_golden),
           TEST_ENTRY(watch_hidden_and_once), TEST_ENTRY(watch_history),
           TEST_ENTRY(watch_many), TEST_ENTRY(post_in_order),
-          TEST_ENTRY(dir_modified_index), TEST_ENTRY(only_hidden_children), TEST_ENTRY(snapshot_roundtrip),
+          TEST_ENTRY(dir_modified_index), TEST_ENTRY(only_hidden_children), TEST_ENTRY(snapshot_roundtrip), TEST_ENTRY(expire_same_after_snapshot),
           TEST_ENTRY(rename), TEST_ENTRY(apply_sync_and_methods),
           TEST_ENTRY(depth_limit), TEST_ENTRY(scale))
