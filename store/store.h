@@ -111,7 +111,9 @@ const char *store_action_name(enum store_action action);
  * directory get, of its children), independent of later store changes. */
 struct store_node {
     char *key;          /* full path, NUL-terminated; "" for the root */
-    char *value;        /* file value (bytes, may hold NUL); NULL for dirs */
+    char *value;        /* value bytes (may hold NUL, NUL-terminated too);
+                         * NULL where etcd omits it: directories, and the
+                         * node of delete/compareAndDelete/expire events */
     size_t value_len;
     bool dir;
     int64_t expiration; /* absolute ns since the epoch; 0 = permanent */
@@ -274,8 +276,9 @@ int store_compare_and_delete(struct store *s, const char *path,
  * old_path, its ancestors and its subtree as for a delete; each watcher
  * gets the event at most once. An existing file at new_path is replaced
  * when the source is a file (POSIX rename); any other existing target is
- * 105. Errors: 107 for "/", 100 missing source, 104 a file on the target's
- * parent path, 209 moving a directory into itself. docs/store.md. */
+ * 105 (also old == new). Errors: 107 for "/", 100 missing source, 104 a
+ * file on the target's parent path, 209 moving a directory into itself or
+ * nesting deeper than 4096 levels. docs/store.md. */
 int store_rename(struct store *s, const char *old_path, const char *new_path,
                  int64_t now_ns, struct store_event **ev,
                  struct store_error *err);
@@ -364,7 +367,8 @@ typedef void (*store_watch_cb)(struct store_watcher *w,
  *   later matching event (once for non-stream). Cancel with
  *   store_watcher_cancel.
  * *start_index (may be NULL) gets the current index: the X-Etcd-Index of a
- * watch reply. path/data borrowed/kept as given. */
+ * watch reply. cb must not be NULL; path is borrowed for the call; data is
+ * handed back to cb as given. */
 int store_watch(struct store *s, const char *path, bool recursive,
                 bool stream, uint64_t since_index, store_watch_cb cb,
                 void *data, struct store_watcher **w,
