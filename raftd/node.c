@@ -1381,6 +1381,10 @@ void raftd_close(struct raftd *n, void (*cb)(void *arg), void *arg)
     n->closing = true;
     n->close_cb = cb;
     n->close_arg = arg;
+    /* Held until the end of this function: failing the waiters below
+     * finishes requests, and the last one must not start closing the WAL
+     * before the shutdown snapshot has been started. */
+    n->api_active++;
     if (n->handles_open) {
         uv_timer_stop(&n->tick_timer);
         uv_timer_stop(&n->sync_timer);
@@ -1401,5 +1405,5 @@ void raftd_close(struct raftd *n, void (*cb)(void *arg), void *arg)
     }
     raftd_logf(&n->log, RAFTD_LOG_INFO, "raftd", "stopping member %s",
                n->member_id_hex);
-    node_close_continue(n);
+    node_api_release(n);
 }
