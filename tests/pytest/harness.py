@@ -409,8 +409,8 @@ class RawConn:
     arrives: for long polls (is it still parked?) and streams (one chunk at
     a time)."""
 
-    def __init__(self, port, timeout=10.0):
-        self.sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+    def __init__(self, port, timeout=10.0, sock=None):
+        self.sock = sock or socket.create_connection(("127.0.0.1", port), timeout=timeout)
         self.buf = b""
         self.status = None
         self.headers = {}

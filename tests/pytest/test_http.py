@@ -1,0 +1,109 @@
+# HTTP/1.1 connection semantics real clients rely on: keep-alive,
+# Connection: close, HTTP/1.0, Expect: 100-continue (curl sends it for
+# bodies over 1 KiB), HEAD, and chunked stream framing.
+import json
+import socket
+import time
+
+from harness import RawConn, status_of
+
+
+def read_until_closed(s, timeout=5):
+    s.settimeout(timeout)
+    buf = b""
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        try:
+            d = s.recv(65536)
+        except socket.timeout:
+            break
+        if not d:
+            return buf, True
+        buf += d
+    return buf, False
+
+
+def test_keep_alive_many_requests_one_connection(server, uniq):
+    s = socket.create_connection(("127.0.0.1", server.client_port), timeout=5)
+    try:
+        for n in range(50):
+            body = b"value=%d" % n
+            s.sendall(b"PUT /v2/keys" + uniq.encode() + b"/ka HTTP/1.1\r\nHost: x\r\n"
+                      b"Content-Type: application/x-www-form-urlencoded\r\n"
+                      b"Content-Length: %d\r\n\r\n" % len(body) + body)
+            buf = b""
+            while b"\r\n\r\n" not in buf or not buf.endswith(b"}\n"):
+                d = s.recv(65536)
+                assert d, "server closed a keep-alive connection after %d requests" % n
+                buf += d
+            assert status_of(buf) in (200, 201)
+            assert json.loads(buf.split(b"\r\n\r\n", 1)[1])["node"]["value"] == str(n)
+    finally:
+        s.close()
+
+
+def test_connection_close_is_honoured(server):
+    s = socket.create_connection(("127.0.0.1", server.client_port), timeout=5)
+    try:
+        s.sendall(b"GET /v2/keys/ HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        buf, closed = read_until_closed(s)
+        assert status_of(buf) == 200 and closed, buf[:300]
+    finally:
+        s.close()
+
+
+def test_http10_closes_after_response(server):
+    s = socket.create_connection(("127.0.0.1", server.client_port), timeout=5)
+    try:
+        s.sendall(b"GET /v2/keys/ HTTP/1.0\r\n\r\n")
+        buf, closed = read_until_closed(s)
+        assert status_of(buf) == 200 and closed, buf[:300]
+    finally:
+        s.close()
+
+
+def test_expect_100_continue(server, uniq):
+    body = b"value=" + b"e" * 2000
+    s = socket.create_connection(("127.0.0.1", server.client_port), timeout=5)
+    try:
+        s.sendall(b"PUT /v2/keys" + uniq.encode() + b"/exp HTTP/1.1\r\nHost: x\r\n"
+                  b"Content-Type: application/x-www-form-urlencoded\r\n"
+                  b"Expect: 100-continue\r\nContent-Length: %d\r\n\r\n" % len(body))
+        s.settimeout(2)
+        interim = s.recv(65536)
+        assert interim.startswith(b"HTTP/1.1 100 Continue\r\n\r\n"), interim
+        s.sendall(body)
+        rc = RawConn(0, sock=s)
+        rc.buf = interim[len(b"HTTP/1.1 100 Continue\r\n\r\n"):]
+        assert rc.read_head() == 201
+        assert json.loads(rc.read_body())["node"]["value"] == "e" * 2000
+    finally:
+        s.close()
+
+
+def test_stream_framing_and_burst(server, c, uniq):
+    """A stream watcher gets every one of a burst of 300 writes, in order,
+    each event one JSON line."""
+    w = RawConn(server.client_port)
+    try:
+        w.get("/v2/keys" + uniq + "?wait=true&recursive=true&stream=true")
+        assert w.read_head() == 200
+        assert w.headers.get("transfer-encoding") == "chunked"
+        idx = []
+        for n in range(300):
+            r = c.put("%s/k%d" % (uniq, n % 7), value=str(n))
+            idx.append(r.etcd_index)
+        for n in range(300):
+            ev = json.loads(w.read_event())
+            assert (ev["node"]["modifiedIndex"], ev["node"]["value"]) == (idx[n], str(n))
+    finally:
+        w.close()
+
+
+def test_head_matches_get_headers(c, uniq):
+    c.put(uniq + "/h", value="v")
+    g = c.get(uniq + "/h")
+    h = c.request("HEAD", "/v2/keys" + uniq + "/h")
+    assert h.status == g.status and h.body == b""
+    assert h.headers["Content-Type"] == g.headers["Content-Type"]
+    assert h.headers["X-Etcd-Index"] == g.headers["X-Etcd-Index"]
