@@ -1,0 +1,79 @@
+# TTLs beyond the basics in test_keys.py: expire events seen by recursive
+# watchers and by watchers below an expiring dir, the expireCount stat,
+# refresh extending a TTL without waking watchers.
+import json
+
+from harness import RawConn, deadline_poll, go_json
+from test_keys import ev, node
+
+
+def stats(c):
+    return c.request("GET", "/v2/stats/store").json()
+
+
+def test_recursive_watch_sees_child_expire(server, c, uniq):
+    d = uniq + "/d"
+    c.put(d, dir="true")
+    r = c.put(d + "/k", value="v", ttl="1")
+    i = r.etcd_index
+    exp = r.json()["node"]["expiration"]
+    w = RawConn(server.client_port)
+    try:
+        w.get("/v2/keys%s?wait=true&recursive=true&waitIndex=%d" % (d, i + 1))
+        body = w.read_body(timeout=8)
+        j = json.loads(body)["node"]["modifiedIndex"]
+        assert body == go_json(ev("expire", node(d + "/k", mi=j, ci=i),
+                                  node(d + "/k", "v", i, i, expiration=exp)))
+    finally:
+        w.close()
+
+
+def test_dir_expiry_wakes_watchers_below(server, c, uniq):
+    d = uniq + "/td"
+    r = c.put(d, dir="true", ttl="1")
+    i = r.etcd_index
+    exp = r.json()["node"]["expiration"]
+    c.put(d + "/child", value="c")
+    w = RawConn(server.client_port)
+    try:
+        w.get("/v2/keys%s/child?wait=true" % d)
+        body = w.read_body(timeout=8)
+        j = json.loads(body)["node"]["modifiedIndex"]
+        assert body == go_json(ev("expire", node(d, mi=j, ci=i, dir=True),
+                                  node(d, mi=i, ci=i, dir=True, expiration=exp)))
+    finally:
+        w.close()
+    assert c.get(d + "/child").status == 404
+
+
+def test_expire_count_and_index(c, uniq):
+    before = stats(c)["expireCount"]
+    i = c.put(uniq + "/e1", value="x", ttl="1").etcd_index
+    c.put(uniq + "/e2", value="x", ttl="1")
+    deadline_poll(lambda: c.get(uniq + "/e1").status == 404 and
+                  c.get(uniq + "/e2").status == 404, 8, 0.05, "two keys to expire")
+    assert stats(c)["expireCount"] >= before + 2
+    assert c.get(uniq + "/e1").etcd_index >= i + 3  # each expiry takes an index
+
+
+def test_refresh_extends_ttl_without_waking_watchers(server, c, uniq):
+    k = uniq + "/keep"
+    c.put(k, value="v", ttl="1")
+    c.put(uniq + "/canary", value="c", ttl="1")
+    w = RawConn(server.client_port)
+    try:
+        w.get("/v2/keys%s?wait=true" % k)
+        r = c.put(k, refresh="true", ttl="100")
+        assert r.status == 200
+        # the canary had the same 1 s TTL: once it is gone, k would be too
+        deadline_poll(lambda: c.get(uniq + "/canary").status == 404, 8, 0.05,
+                      "the canary to expire")
+        r = c.get(k)
+        assert r.status == 200 and r.json()["node"]["value"] == "v"
+        assert 95 <= r.json()["node"]["ttl"] <= 100
+        assert w.idle_for(0.2), "a refresh woke a watcher: %r" % w.buf
+        j = c.put(k, value="w").etcd_index
+        got = json.loads(w.read_body())
+        assert (got["action"], got["node"]["modifiedIndex"]) == ("set", j)
+    finally:
+        w.close()
