@@ -176,6 +176,7 @@ static const char *const method_names[] = {"PUT",  "POST", "DELETE", "QGET",
                                            "GET",  "SYNC", "RENAME"};
 
 static void node_publish(struct raftd *n);
+static void node_kick(struct raftd *n);
 
 /* Encode r as a raftd Request with id and time, and propose it. */
 static int node_propose(struct raftd *n, const struct store_request *r,
@@ -257,6 +258,7 @@ int raftd_write(struct raftd *n, struct raftd_write_req *req,
         return rv < 0 && rv > -4096 ? rv : -EIO;
     }
     waiter_insert(n, req);
+    node_kick(n);
     return 0;
 }
 
@@ -274,6 +276,7 @@ int raftd_read_index(struct raftd *n, struct raftd_read_req *req,
         return rv == -RAFT_ENOLEADER ? -EAGAIN : (rv > -4096 ? rv : -EIO);
     req->next_ = n->reads_asked;
     n->reads_asked = req;
+    node_kick(n);
     return 0;
 }
 
@@ -282,7 +285,9 @@ static void node_propose_internal(struct raftd *n,
                                   const struct store_request *r)
 {
     int rv = node_propose(n, r, 0, node_now_ns());
-    if (rv != 0)
+    if (rv == 0)
+        node_kick(n);
+    else
         raftd_logf(&n->log, RAFTD_LOG_WARN, "raftd",
                    "internal proposal %s %s failed: %s",
                    method_names[r->method], r->path ? r->path : "",
@@ -724,13 +729,28 @@ static void node_process(struct raftd *n)
 
 static void node_check_cb(uv_check_t *h)
 {
-    node_process(h->data);
+    struct raftd *n = h->data;
+    uv_idle_stop(&n->kick);
+    node_process(n);
+}
+
+static void node_kick_cb(uv_idle_t *h)
+{
+    (void)h; /* its being active is the point: poll does not block */
+}
+
+/* New input for the core: make sure ready_check runs this loop turn. */
+static void node_kick(struct raftd *n)
+{
+    if (n->handles_open && !uv_is_active((uv_handle_t *)&n->kick))
+        uv_idle_start(&n->kick, node_kick_cb);
 }
 
 static void node_tick_cb(uv_timer_t *t)
 {
     struct raftd *n = t->data;
     raft_tick(n->raft);
+    node_kick(n);
 }
 
 /* As etcd's leader does: every 500 ms, while any key has a TTL, propose a
@@ -1246,8 +1266,10 @@ int raftd_start(struct raftd *n)
     uv_timer_init(n->loop, &n->tick_timer);
     uv_timer_init(n->loop, &n->sync_timer);
     uv_check_init(n->loop, &n->ready_check);
-    n->handles_open = 3;
+    uv_idle_init(n->loop, &n->kick);
+    n->handles_open = 4;
     n->tick_timer.data = n->sync_timer.data = n->ready_check.data = n;
+    n->kick.data = n;
     uv_check_start(&n->ready_check, node_check_cb);
     uv_timer_start(&n->tick_timer, node_tick_cb, n->cfg->heartbeat_ms,
                    n->cfg->heartbeat_ms);
@@ -1351,6 +1373,7 @@ static void node_wal_closed(void *arg)
     uv_close((uv_handle_t *)&n->tick_timer, node_handle_closed);
     uv_close((uv_handle_t *)&n->sync_timer, node_handle_closed);
     uv_close((uv_handle_t *)&n->ready_check, node_handle_closed);
+    uv_close((uv_handle_t *)&n->kick, node_handle_closed);
 }
 
 static void node_close_continue(struct raftd *n)
@@ -1389,6 +1412,7 @@ void raftd_close(struct raftd *n, void (*cb)(void *arg), void *arg)
         uv_timer_stop(&n->tick_timer);
         uv_timer_stop(&n->sync_timer);
         uv_check_stop(&n->ready_check);
+        uv_idle_stop(&n->kick);
     }
     waiters_fail_all(n, -ECANCELED);
     reads_fail_all(n, -ECANCELED);

@@ -71,6 +71,10 @@ struct raftd {
     uv_timer_t tick_timer;
     uv_timer_t sync_timer;
     uv_check_t ready_check;
+    /* Active only while a proposal made outside the poll phase (a timer
+     * callback, a caller before uv_run) waits for ready_check: it keeps
+     * the loop from blocking in poll until the next timer. */
+    uv_idle_t kick;
     int handles_open;
 
     struct http_server *http;

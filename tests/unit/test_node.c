@@ -299,6 +299,44 @@ TEST(ttl_expires_through_sync)
     rm_rf(f.dir);
 }
 
+/* Close with a write still in flight: its callback runs exactly once (done
+ * or cancelled), close completes, and close took a snapshot (>= 1000 new
+ * entries) that the next start loads. */
+TEST(close_in_flight_and_shutdown_snapshot)
+{
+    struct fixture f;
+    struct wresult res, late;
+    struct raftd_write_req req;
+    struct store_request r;
+    char v[64], key[32], cmd[256];
+    ASSERT_OK(make_dir(&f));
+    ASSERT_OK(fixture_start(&f, "100000"));
+    for (int i = 0; i < 1100; i++) {
+        snprintf(key, sizeof(key), "/c/%d", i);
+        ASSERT_OK(do_put(&f, key, "v", 0, &res));
+    }
+    memset(&r, 0, sizeof(r));
+    memset(&late, 0, sizeof(late));
+    r.method = STORE_METHOD_PUT;
+    r.path = "/late";
+    r.val = "x";
+    r.val_len = 1;
+    r.prev_exist = -1;
+    req.data = &late;
+    ASSERT_OK(raftd_write(f.n, &req, &r, write_cb));
+    fixture_stop(&f);
+    ASSERT_EQ(late.done, 1);
+    snprintf(cmd, sizeof(cmd), "ls %s/d/member/snap/*.snap >/dev/null 2>&1",
+             f.dir);
+    ASSERT_EQ(system(cmd), 0);
+    ASSERT_OK(fixture_start(&f, "100000"));
+    ASSERT_OK(get_value(&f, "/c/1099", v, sizeof(v)));
+    ASSERT_STR_EQ(v, "v");
+    fixture_stop(&f);
+    rm_rf(f.dir);
+}
+
 TEST_MAIN(TEST_ENTRY(write_then_read_with_etcd_indexes),
           TEST_ENTRY(restart_replays_wal), TEST_ENTRY(snapshot_then_restart),
-          TEST_ENTRY(read_index_completes), TEST_ENTRY(ttl_expires_through_sync))
+          TEST_ENTRY(read_index_completes), TEST_ENTRY(ttl_expires_through_sync),
+          TEST_ENTRY(close_in_flight_and_shutdown_snapshot))
