@@ -135,16 +135,31 @@ def test_lenient_forms_match_etcd(server, uniq):
     # bare LF line ends are tolerated
     raw = raw_exchange(server.client_port, b"GET /v2/keys/ HTTP/1.1\nHost: x\n\n")
     assert status_of(raw) == 200
-    # a key with a NUL byte (%00) is a key like any other, escaped as \u0000
+
+
+def test_nul_byte_in_key(server, uniq):
+    """etcd: a key with a NUL byte (%00) is a key like any other, escaped
+    as \\u0000 in JSON, distinct from the key cut at the NUL."""
+    u = uniq.encode()
     raw = raw_exchange(server.client_port, put(b"/v2/keys" + u + b"/nul%00x", b"value=1"))
     assert status_of(raw) == 201, raw
     assert b'"key":"' + u + b'/nul\\u0000x"' in body_of(raw)
     raw = raw_exchange(server.client_port, get(b"/v2/keys" + u + b"/nul"))
     assert status_of(raw) == 404
-    # invalid UTF-8 in a value comes back as U+FFFD, like Go's encoder
+
+
+def test_invalid_utf8_value(server, uniq):
+    """Invalid UTF-8 in a value comes back as U+FFFD, like Go's encoder."""
+    u = uniq.encode()
     raw = raw_exchange(server.client_port, put(b"/v2/keys" + u + b"/utf", b"value=%ff%fe"))
     assert status_of(raw) == 201
     assert json.loads(body_of(raw))["node"]["value"] == "\ufffd\ufffd"
+    # in a key too; the stored key keeps its bytes, so a GET finds it
+    raw = raw_exchange(server.client_port, put(b"/v2/keys" + u + b"/k%ffx", b"value=2"))
+    assert status_of(raw) == 201
+    assert json.loads(body_of(raw))["node"]["key"] == uniq + "/k\ufffdx"
+    raw = raw_exchange(server.client_port, get(b"/v2/keys" + u + b"/k%ffx"))
+    assert status_of(raw) == 200 and json.loads(body_of(raw))["node"]["value"] == "2"
 
 
 def test_missing_host_http11(server):
