@@ -285,6 +285,8 @@ static void node_propose_internal(struct raftd *n,
                                   const struct store_request *r)
 {
     int rv = node_propose(n, r, 0, node_now_ns());
+    if (rv == 0 && r->method != STORE_METHOD_SYNC)
+        n->publish_index = raft_last_index(n->raft);
     if (rv == 0)
         node_kick(n);
     else
@@ -716,8 +718,12 @@ static void node_process(struct raftd *n)
         node_serve_reads(n);
     if (!n->published && raft_role(n->raft) == RAFT_LEADER)
         node_publish(n);
-    if (!n->serving && n->started &&
-        raft_applied_index(n->raft) >= n->replay_target) {
+    /* Serve once the replayed log and our own published attributes are
+     * applied: etcd publishes before it serves clients, so its first
+     * answer already has the store index those entries give. */
+    if (!n->serving && n->started && n->published &&
+        raft_applied_index(n->raft) >= n->replay_target &&
+        raft_applied_index(n->raft) >= n->publish_index) {
         n->serving = true;
         raftd_logf(&n->log, RAFTD_LOG_INFO, "raftd",
                    "applied the log up to index %llu; serving reads",

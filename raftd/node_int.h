@@ -113,6 +113,7 @@ struct raftd {
     bool started;
     bool serving;
     uint64_t replay_target;
+    uint64_t publish_index; /* raft index of our last attribute entry */
     struct http_request **parked;
     size_t n_parked, cap_parked;
     uint64_t start_applied; /* applied index after replay */
