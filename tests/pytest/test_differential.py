@@ -154,6 +154,13 @@ class Gen:
                 ("GET", d, {"recursive": "true", "sorted": "true", "quorum": "true"}, None),
                 ("GET", key, {"wait": "false", "waitIndex": "1"}, None),
                 ("PUT", d + "/deep/er/still/" + r.choice(LEAVES), None, {"value": self.val()}),
+                ("GET", key + "/", None, None),
+                ("GET", d + "/", {"sorted": "true"}, None),
+                ("PUT", key + "/", None, {"value": self.val()}),
+                ("DELETE", key + "/", None, None),
+                ("PUT", key, {"value": "fromquery"}, {"value": self.val()}),
+                ("PUT", key, {"value": "fromquery", "ttl": "1000"}, None),
+                ("DELETE", key, {"prevValue": self.val() or "v1", "prevIndex": self.idx()}, None),
             ])
         if k == "wait":
             if not self.touched:
