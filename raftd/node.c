@@ -721,7 +721,7 @@ static void node_process(struct raftd *n)
     /* Serve once the replayed log and our own published attributes are
      * applied: etcd publishes before it serves clients, so its first
      * answer already has the store index those entries give. */
-    if (!n->serving && n->started && n->published &&
+    if (!n->serving && n->started && (n->published || !n->single_voter) &&
         raft_applied_index(n->raft) >= n->replay_target &&
         raft_applied_index(n->raft) >= n->publish_index) {
         n->serving = true;
@@ -1289,8 +1289,9 @@ int raftd_start(struct raftd *n)
          * commit index is waited for. */
         struct raft_conf_state cs;
         raft_conf(n->raft, &cs);
-        n->replay_target = cs.n_voters == 1 ? raft_last_index(n->raft)
-                                            : raft_commit_index(n->raft);
+        n->single_voter = cs.n_voters == 1;
+        n->replay_target = n->single_voter ? raft_last_index(n->raft)
+                                           : raft_commit_index(n->raft);
     }
     n->started = true;
     /* Replay what the WAL holds, then (as etcd's initial election tick

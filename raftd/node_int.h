@@ -114,6 +114,7 @@ struct raftd {
     bool serving;
     uint64_t replay_target;
     uint64_t publish_index; /* raft index of our last attribute entry */
+    bool single_voter;      /* the configuration at start is just us */
     struct http_request **parked;
     size_t n_parked, cap_parked;
     uint64_t start_applied; /* applied index after replay */
