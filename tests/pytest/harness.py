@@ -81,8 +81,11 @@ SANITIZER_MARKERS = (b"ERROR: AddressSanitizer", b"ERROR: LeakSanitizer",
 class Server:
     """One single-member cluster of `kind` ('raftd' or 'etcd')."""
 
-    def __init__(self, kind, data_dir=None, name="default", extra_args=()):
+    def __init__(self, kind, data_dir=None, name="default", extra_args=(),
+                 flag_style="double", extra_env=None):
         self.kind = kind
+        self.flag_style = flag_style
+        self.extra_env = dict(extra_env or {})
         self.name = name
         self.extra_args = list(extra_args)
         self.tmp = tempfile.mkdtemp(prefix="etcfs-bb-%s-" % kind)
@@ -104,13 +107,30 @@ class Server:
             argv = [ETCD_BIN, "--enable-v2=true"]
         else:
             argv = [raftd_bin()]
-        argv += ["--name", self.name, "--data-dir", self.data_dir,
-                 "--listen-client-urls", "http://127.0.0.1:%d" % c,
-                 "--advertise-client-urls", "http://127.0.0.1:%d" % c,
-                 "--listen-peer-urls", "http://127.0.0.1:%d" % p,
-                 "--initial-advertise-peer-urls", "http://127.0.0.1:%d" % p,
-                 "--initial-cluster", "%s=http://127.0.0.1:%d" % (self.name, p)]
+        for k, v in self.flag_pairs():
+            if self.flag_style == "single":      # -name x (Go's flag package)
+                argv += ["-" + k, v]
+            elif self.flag_style == "equals":    # --name=x
+                argv += ["--%s=%s" % (k, v)]
+            elif self.flag_style == "env":       # ETCD_NAME=x, no flags
+                pass
+            else:
+                argv += ["--" + k, v]
         return argv + self.extra_args
+
+    def flag_pairs(self):
+        c, p = self.client_port, self.peer_port
+        return [("name", self.name), ("data-dir", self.data_dir),
+                ("listen-client-urls", "http://127.0.0.1:%d" % c),
+                ("advertise-client-urls", "http://127.0.0.1:%d" % c),
+                ("listen-peer-urls", "http://127.0.0.1:%d" % p),
+                ("initial-advertise-peer-urls", "http://127.0.0.1:%d" % p),
+                ("initial-cluster", "%s=http://127.0.0.1:%d" % (self.name, p))]
+
+    def flag_env(self):
+        if self.flag_style != "env":
+            return {}
+        return {"ETCD_" + k.upper().replace("-", "_"): v for k, v in self.flag_pairs()}
 
     def start(self, timeout=START_TIMEOUT, keep_ports=False):
         """Start and wait until GET /v2/keys/ answers 200. Returns seconds taken."""
@@ -123,8 +143,10 @@ class Server:
             env = dict(os.environ)
             env.setdefault("ASAN_OPTIONS", "detect_leaks=1:abort_on_error=1")
             env.setdefault("UBSAN_OPTIONS", "print_stacktrace=1:halt_on_error=1")
-            if self.kind == "etcd":
-                env.pop("ETCD_NAME", None)
+            for k in [k for k in env if k.startswith("ETCD_")]:
+                del env[k]
+            env.update(self.flag_env())
+            env.update(self.extra_env)
             log = open(self.log_path, "ab")
             t0 = time.monotonic()
             self.proc = subprocess.Popen(self.argv(), stdout=log, stderr=log,
