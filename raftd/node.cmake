@@ -19,3 +19,4 @@ target_compile_definitions(raftd PRIVATE
 etcfs_unit_test(test_config etcfs_raftd)
 etcfs_unit_test(test_node etcfs_raftd)
 etcfs_fuzz_target(fuzz_config etcfs_raftd)
+etcfs_unit_test(test_api etcfs_raftd)
