@@ -23,7 +23,7 @@ if os.environ.get("ETCFS_DIFF_SEED"):  # "7", "1,5,9" or "1-50"
         SEEDS += list(range(int(lo), int(hi or lo) + 1))
 OPS = int(os.environ.get("ETCFS_DIFF_OPS", "150"))
 
-VALUES = ["v1", "v2", "v3", "", "<a&b>", "\u00fc\u4e2d", "two\nlines", "q\"uote"]
+VALUES = ["v1", "v2", "v3", "", "<a&b>", "\u00fc\u4e2d", "two\nlines", "q\"uote", "a b+c%d"]
 LEAVES = ["x", "y", "z", "_h", "sp ace", "p%25ct", "\u00e9t\u00e9"]
 
 

@@ -107,3 +107,22 @@ def test_head_matches_get_headers(c, uniq):
     assert h.status == g.status and h.body == b""
     assert h.headers["Content-Type"] == g.headers["Content-Type"]
     assert h.headers["X-Etcd-Index"] == g.headers["X-Etcd-Index"]
+
+
+def test_request_sent_byte_by_byte(server, uniq):
+    body = b"value=a+b%2Bc"
+    req = (b"PUT /v2/keys" + uniq.encode() + b"/p+lus HTTP/1.1\r\nHost: x\r\n"
+           b"Content-Type: application/x-www-form-urlencoded\r\n"
+           b"Content-Length: %d\r\n\r\n" % len(body) + body)
+    s = socket.create_connection(("127.0.0.1", server.client_port), timeout=5)
+    s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    try:
+        for i in range(len(req)):
+            s.send(req[i:i + 1])
+        rc = RawConn(0, sock=s)
+        assert rc.read_head() == 201
+        n = json.loads(rc.read_body())["node"]
+        # '+' is a space in a form value but a plus in a path
+        assert (n["key"], n["value"]) == (uniq + "/p+lus", "a b+c")
+    finally:
+        s.close()
