@@ -186,3 +186,35 @@ def test_dir_ttl_set_and_clear(c, uniq):
     assert list(j2) == ["action", "node", "prevNode"] and j2["action"] == "update"
     assert j2["node"] == node(d, mi=j, ci=n["createdIndex"], dir=True)
     assert list(j2["prevNode"]) == list(n) and j2["prevNode"]["expiration"] == n["expiration"]
+
+
+def metrics(c):
+    r = c.request("GET", "/metrics")
+    assert r.status == 200
+    out = {}
+    for ln in r.body.decode().splitlines():
+        if ln and not ln.startswith("#"):
+            name, _, val = ln.rpartition(" ")
+            out[name] = float(val)
+    return out, r.body.decode()
+
+
+def test_metrics_core_names(c, uniq):
+    """The metrics dashboards and alerts key on, with etcd's names."""
+    m, text = metrics(c)
+    assert m["etcd_server_has_leader"] == 1 and m["etcd_server_is_leader"] == 1
+    for name in ("etcd_server_proposals_committed_total", "etcd_server_proposals_applied_total",
+                 "etcd_server_proposals_pending", "etcd_server_proposals_failed_total",
+                 "etcd_disk_wal_fsync_duration_seconds_count",
+                 "etcd_disk_wal_fsync_duration_seconds_sum", "etcd_debugging_store_watchers"):
+        assert name in m, name
+        assert "# TYPE %s " % name.replace("_count", "").replace("_sum", "") in text, name
+    before = m["etcd_server_proposals_committed_total"]
+    fsyncs = m["etcd_disk_wal_fsync_duration_seconds_count"]
+    for n in range(5):
+        c.put(uniq + "/m", value=str(n))
+    m2, _ = metrics(c)
+    assert m2["etcd_server_proposals_committed_total"] >= before + 5
+    assert m2["etcd_server_proposals_applied_total"] >= before + 5 - 1
+    assert m2["etcd_disk_wal_fsync_duration_seconds_count"] > fsyncs
+    assert '{le="+Inf"}' in text
