@@ -84,18 +84,70 @@ CASES = [
      api_err(209, "Invalid field", "invalid value for prevExist")),
     ("ttl_overflow", put(b"/v2/keys/bi", b"value=1&ttl=99999999999999999999"),
      ("2xx_4xx_or_close",)),
+    # framing oddities (request smuggling shapes): etcd's answer or a 4xx
+    ("te_chunked_and_content_length", b"PUT /v2/keys/s1 HTTP/1.1\r\n" + H + FORM +
+     b"Content-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n7\r\nvalue=1\r\n0\r\n\r\n",
+     ("ok_value_or_4xx", "1")),
+    ("two_different_content_lengths", b"PUT /v2/keys/s2 HTTP/1.1\r\n" + H + FORM +
+     b"Content-Length: 7\r\nContent-Length: 8\r\n\r\nvalue=1", ("status", 400)),
+    ("two_equal_content_lengths", b"PUT /v2/keys/s3 HTTP/1.1\r\n" + H + FORM +
+     b"Content-Length: 7\r\nContent-Length: 7\r\n\r\nvalue=1", ("ok_value_or_4xx", "1")),
+    ("transfer_encoding_gzip", b"PUT /v2/keys/s4 HTTP/1.1\r\n" + H + FORM +
+     b"Transfer-Encoding: gzip\r\n\r\n", ("status_or_4xx", 501)),
+    ("chunk_extension_and_trailer", b"PUT /v2/keys/s5 HTTP/1.1\r\n" + H + FORM +
+     b"Transfer-Encoding: chunked\r\n\r\n7;foo=bar\r\nvalue=1\r\n0\r\nX-Trailer: y\r\n\r\n",
+     ("ok_value", "1")),
+    ("content_length_float", b"PUT /v2/keys/s6 HTTP/1.1\r\n" + H + FORM +
+     b"Content-Length: 1e3\r\n\r\n", ("status", 400)),
+    ("space_before_colon", b"GET /v2/keys/ HTTP/1.1\r\nHost : x\r\n\r\n", ("status", 400)),
+    ("obsolete_line_folding", b"GET /v2/keys/ HTTP/1.1\r\n" + H + b"X-A: a\r\n  b\r\n\r\n",
+     ("status", 200)),
+    ("two_spaces_in_request_line", b"GET  /v2/keys/ HTTP/1.1\r\n" + H + b"\r\n", CLIENT_ERR),
+    ("lowercase_method", b"get /v2/keys/ HTTP/1.1\r\n" + H + b"\r\n", CLIENT_ERR),
+    ("unknown_long_method", b"ABCDEFGHIJKLMNOPQRSTUVWXYZ /v2/keys/ HTTP/1.1\r\n" + H + b"\r\n",
+     CLIENT_ERR),
+    ("request_line_without_version", b"GET /v2/keys/\r\n\r\n", CLIENT_ERR),
+    ("body_shorter_than_content_length", b"PUT /v2/keys/s7 HTTP/1.1\r\n" + H + FORM +
+     b"Content-Length: 100\r\n\r\nvalue=1", CLIENT_ERR),
+    ("control_char_in_path", b"GET /v2/keys/a\x01b HTTP/1.1\r\n" + H + b"\r\n",
+     ("status", 400)),
+    ("semicolon_in_query", get(b"/v2/keys/?recursive=true;sorted=true"),
+     api_err(210, "Invalid POST form", "invalid semicolon separator in query")),
+    ("bad_content_type", b"PUT /v2/keys/s10 HTTP/1.1\r\n" + H +
+     b"Content-Type: ;;;\r\nContent-Length: 7\r\n\r\nvalue=1",
+     api_err(210, "Invalid POST form", "mime: no media type")),
+    ("form_type_with_charset", b"PUT /v2/keys/s8 HTTP/1.1\r\n" + H +
+     b"Content-Type: application/x-www-form-urlencoded; charset=utf-8\r\n"
+     b"Content-Length: 7\r\n\r\nvalue=1", ("ok_value", "1")),
+    ("form_type_upper_case", b"PUT /v2/keys/s9 HTTP/1.1\r\n" + H +
+     b"Content-Type: Application/X-WWW-Form-Urlencoded\r\nContent-Length: 7\r\n\r\nvalue=1",
+     ("ok_value", "1")),
+    ("multipart_put_not_parsed", b"PUT /v2/keys/s11 HTTP/1.1\r\n" + H +
+     b"Content-Type: multipart/form-data; boundary=XX\r\nContent-Length: 63\r\n\r\n"
+     b"--XX\r\nContent-Disposition: form-data; name=\"value\"\r\n\r\n1\r\n--XX--",
+     ("ok_value", "")),
 ]
 
 
 @pytest.mark.parametrize("name,data,want", CASES, ids=[c[0] for c in CASES])
 def test_bad_input(server, name, data, want):
-    raw = raw_exchange(server.client_port, data, timeout=5)
+    # a body that never completes gets no answer: do not wait long for one
+    raw = raw_exchange(server.client_port, data,
+                       timeout=1.0 if name == "body_shorter_than_content_length" else 5)
     st = status_of(raw)
     kind = want[0]
     if kind == "exact":
         assert (st, body_of(raw)) == (want[1], want[2]), raw[:600]
     elif kind == "status":
         assert st == want[1], raw[:600]
+    elif kind in ("ok_value", "ok_value_or_4xx"):
+        if kind == "ok_value_or_4xx" and st is not None and 400 <= st < 500:
+            pass
+        else:
+            assert st in (200, 201), raw[:600]
+            assert json.loads(body_of(raw))["node"]["value"] == want[1], raw[:600]
+    elif kind == "status_or_4xx":
+        assert st == want[1] or st is not None and 400 <= st < 500, raw[:600]
     elif kind == "4xx_505_or_close":  # plain Go says 505, etcd's cmux closes
         assert st is None and raw == b"" or st is not None and (400 <= st < 500 or st == 505), \
             raw[:600]
