@@ -77,3 +77,52 @@ def test_refresh_extends_ttl_without_waking_watchers(server, c, uniq):
         assert (got["action"], got["node"]["modifiedIndex"]) == ("set", j)
     finally:
         w.close()
+
+
+def test_mass_expiry_streamed_in_order(server, c, uniq):
+    """40 keys with ttl=1 expire together: a recursive stream sees 40
+    expire events, one index each, strictly increasing, every key once.
+    (Kept under 100 events: etcd drops a stream watcher whose 100-event
+    channel fills up.)"""
+    d = uniq + "/mass"
+    keys = ["%s/k%03d" % (d, i) for i in range(40)]
+    w = RawConn(server.client_port)
+    try:
+        i0 = c.put(d + "/anchor", value="a").etcd_index
+        w.get("/v2/keys%s?wait=true&recursive=true&stream=true&waitIndex=%d" % (d, i0 + 1))
+        errors = []
+
+        def putter(part):
+            cl = server.client()
+            try:
+                for k in part:
+                    if cl.put(k, value="x", ttl="1").status != 201:
+                        errors.append(k)
+            finally:
+                cl.close()
+        import threading
+        ths = [threading.Thread(target=putter, args=(keys[t::6],)) for t in range(6)]
+        for t in ths:
+            t.start()
+        for t in ths:
+            t.join(60)
+        assert not errors
+        expired = []
+        sets = set()
+        last = 0
+        while len(expired) < len(keys):
+            e = json.loads(w.read_event(timeout=10))
+            idx = e["node"]["modifiedIndex"]
+            assert idx > last, "stream events out of index order"
+            last = idx
+            if e["action"] == "set":
+                sets.add(e["node"]["key"])
+            else:
+                assert e["action"] == "expire", e
+                assert e["node"]["key"] in sets, "expire before its set"
+                expired.append(e["node"]["key"])
+        assert sorted(expired) == keys and sorted(sets) == keys
+        r = c.get(d, recursive="true")
+        assert [n["key"] for n in r.json()["node"].get("nodes", [])] == [d + "/anchor"]
+    finally:
+        w.close()
