@@ -120,7 +120,8 @@ class Server:
 
     def flag_pairs(self):
         c, p = self.client_port, self.peer_port
-        return [("name", self.name), ("data-dir", self.data_dir),
+        dd = [] if self.data_dir == "DEFAULT" else [("data-dir", self.data_dir)]
+        return [("name", self.name)] + dd + [
                 ("listen-client-urls", "http://127.0.0.1:%d" % c),
                 ("advertise-client-urls", "http://127.0.0.1:%d" % c),
                 ("listen-peer-urls", "http://127.0.0.1:%d" % p),
@@ -150,7 +151,7 @@ class Server:
             log = open(self.log_path, "ab")
             t0 = time.monotonic()
             self.proc = subprocess.Popen(self.argv(), stdout=log, stderr=log,
-                                         stdin=subprocess.DEVNULL, env=env,
+                                         stdin=subprocess.DEVNULL, env=env, cwd=self.tmp,
                                          preexec_fn=_raise_nofile)
             log.close()
             try:

@@ -65,3 +65,23 @@ def test_version_flag(tmp_path):
     argv = binary(harness.target()) + ["--version"]
     p = subprocess.run(argv, capture_output=True, timeout=20, cwd=tmp_path)
     assert p.returncode == 0 and p.stdout.strip()
+
+
+def test_default_data_dir_is_name_dot_etcd(make_server):
+    """Without --data-dir the member lives in ./<name>.etcd/member."""
+    import os
+    s = make_server(name="dflt", data_dir="DEFAULT")
+    c = s.client()
+    try:
+        assert c.put("/d", value="1").status == 201
+    finally:
+        c.close()
+    assert os.path.isdir(os.path.join(s.tmp, "dflt.etcd", "member"))
+    # and a restart finds the data there
+    s.stop()
+    s.start(keep_ports=True)
+    c = s.client()
+    try:
+        assert c.get("/d").json()["node"]["value"] == "1"
+    finally:
+        c.close()
