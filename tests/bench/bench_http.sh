@@ -55,9 +55,9 @@ start() {
 
 stop() { kill -TERM "$pid"; wait "$pid" 2>/dev/null || true; pid=""; }
 
-wrk_rate() { # wrk_rate CONNS THREADS SCRIPT -> requests/s
-    local c=$1 t=$2 script=$3
-    wrk -t"$t" -c"$c" -d"${duration}s" -s "$here/$script" "$url" >"$out/wrk.txt" 2>&1
+wrk_rate() { # wrk_rate CONNS THREADS SCRIPT [RUN-NAME] -> requests/s
+    local c=$1 t=$2 script=$3 run=${4:-run}
+    wrk -t"$t" -c"$c" -d"${duration}s" -s "$here/$script" "$url" -- "$run" >"$out/wrk.txt" 2>&1
     if grep -q "Non-2xx" "$out/wrk.txt"; then cat "$out/wrk.txt" >&2; fi
     awk '/^Requests\/sec:/ {print $2}' "$out/wrk.txt"
 }
@@ -69,8 +69,8 @@ for kind in $only; do
     start "$kind" "$dir"
     $py "$tool" serving "$url" / "$t0" 60 >/dev/null
     curl -s -XPUT "$url/v2/keys/bench/get" -d value=$(printf 'g%.0s' $(seq 100)) >/dev/null
-    r=$(wrk_rate 1 1 put.lua);  echo "$kind put_seq $r" | tee -a "$results" >&2
-    r=$(wrk_rate 64 2 put.lua); echo "$kind put_64 $r" | tee -a "$results" >&2
+    r=$(wrk_rate 1 1 put.lua seq);  echo "$kind put_seq $r" | tee -a "$results" >&2
+    r=$(wrk_rate 64 2 put.lua c64); echo "$kind put_64 $r" | tee -a "$results" >&2
     r=$(wrk_rate 64 2 get.lua); echo "$kind get_64 $r" | tee -a "$results" >&2
     stop
 
@@ -90,6 +90,6 @@ for kind in $only; do
 done
 
 echo
-$py "$tool" table "$results"
+KEYS=$keys $py "$tool" table "$results"
 echo
 echo "(raw results: $results; wrk ${duration}s per run; $(nproc) cores, shared machine)"

@@ -111,6 +111,10 @@ LABELS = {"put_seq": "sequential PUT, 1 connection (req/s)",
 
 
 def table(tsv):
+    import os
+    keys = "{:,}".format(int(os.environ.get("KEYS", "200000")))
+    for m in ("rss_200k_mb", "restart_200k_s"):
+        LABELS[m] = LABELS[m].replace("200,000", keys)
     res = {}
     for ln in open(tsv):
         kind, metric, val = ln.split()

@@ -1,4 +1,6 @@
--- wrk: PUT with 100-byte values over distinct keys (/v2/keys/bench/<thread>-<n>).
+-- wrk: PUT with 100-byte values over distinct keys
+-- (/v2/keys/bench/<run>/<thread>-<n>); pass a run name after "--" so that
+-- successive runs never overwrite each other's keys.
 local threads = {}
 local counter = 0
 
@@ -9,6 +11,7 @@ end
 
 function init(args)
   counter = 0
+  run = args[1] or "run"
   value = string.rep("x", 100)
   body = "value=" .. value
   headers = { ["Content-Type"] = "application/x-www-form-urlencoded" }
@@ -16,5 +19,5 @@ end
 
 function request()
   counter = counter + 1
-  return wrk.format("PUT", "/v2/keys/bench/" .. tid .. "-" .. counter, headers, body)
+  return wrk.format("PUT", "/v2/keys/bench/" .. run .. "/" .. tid .. "-" .. counter, headers, body)
 end
