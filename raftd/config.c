@@ -804,12 +804,17 @@ int raftd_config_parse(struct raftd_config *cfg, int argc, char **argv,
     for (size_t k = 0; k < N_FLAGS; k++) {
         char key[96];
         const char *val;
-        if (seen[k])
-            continue;
         env_name(flag_defs[k].name, key, sizeof(key));
         val = env_lookup(envp, key);
         if (val == NULL)
             continue;
+        if (seen[k]) {
+            /* etcd refuses to start here; the flag wins in raftd (as
+             * DESIGN.md says) and main() warns. */
+            if (cfg->shadowed_env == NULL)
+                cfg->shadowed_env = strdup(key);
+            continue;
+        }
         rv = flag_set(cfg, &flag_defs[k], val, why, sizeof(why));
         if (rv != 0) {
             if (rv == -EINVAL)
@@ -896,6 +901,7 @@ void raftd_config_free(struct raftd_config *cfg)
     free(cfg->initial_cluster_state);
     free(cfg->initial_cluster_token);
     free(cfg->mount);
+    free(cfg->shadowed_env);
     for (size_t i = 0; i < cfg->n_members; i++) {
         free(cfg->members[i].name);
         urls_free(&cfg->members[i].peer_urls);

@@ -135,6 +135,12 @@ int main(int argc, char **argv, char **envp)
         return 0;
     }
     m.log.level = cfg.log_level;
+    if (cfg.shadowed_env != NULL)
+        raftd_logf(&m.log, RAFTD_LOG_WARN, "pkg/flags",
+                   "environment variable \"%s\" is shadowed by the "
+                   "corresponding command-line flag; the flag wins (etcd "
+                   "3.4 refuses to start)",
+                   cfg.shadowed_env);
     signal(SIGPIPE, SIG_IGN);
     {
         /* As Go 1.19+ does for etcd: raise the open-files soft limit to the

@@ -80,6 +80,9 @@ struct raftd_config {
     int print_help;            /* -h/--help given */
     int force_new_cluster;
     char *mount;               /* --mount DIR (ours); NULL if absent */
+    /* The first ETCD_* variable also given as a flag (the flag won; etcd
+     * would refuse to start), or NULL. */
+    char *shadowed_env;
 
     /* Derived from initial_cluster and the token. */
     struct raftd_member_cfg *members; /* owned, sorted by id */

@@ -106,6 +106,7 @@ TEST(env_and_precedence)
     int code = -1;
     ASSERT_OK(parse(&cfg, ARGC(argv), argv, env, err, &code));
     ASSERT_STR_EQ(cfg.name, "fromflag");
+    ASSERT_STR_EQ(cfg.shadowed_env, "ETCD_NAME");
     ASSERT_STR_EQ(cfg.data_dir, "fromflag.etcd");
     ASSERT_EQ(cfg.snapshot_count, 42);
     ASSERT_EQ(cfg.listen_client_urls.n, 2);
