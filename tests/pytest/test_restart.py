@@ -133,3 +133,24 @@ def test_durability_with_frequent_snapshots(make_server):
             len(lost), len(acked), lost[:5])
     finally:
         c.close()
+
+
+def test_watch_history_after_restart(make_server):
+    """Events written before a restart are still in the history after it
+    (the log is replayed through the store): waitIndex finds them."""
+    s = make_server()
+    c = s.client()
+    i1 = c.put("/wh/a", value="1").etcd_index
+    i2 = c.put("/wh/a", value="2").etcd_index
+    c.close()
+    s.stop()
+    s.start(keep_ports=True)
+    c = s.client()
+    try:
+        r = c.get("/wh/a", wait="true", waitIndex=str(i1), timeout=5)
+        assert r.status == 200 and r.json()["node"]["modifiedIndex"] == i1
+        r = c.get("/wh/a", wait="true", waitIndex=str(i2), timeout=5)
+        j = r.json()
+        assert (j["node"]["modifiedIndex"], j["prevNode"]["value"]) == (i2, "1")
+    finally:
+        c.close()
