@@ -717,6 +717,7 @@ static void invalidate_path(struct fs *fs, const char *rel, bool entry)
     struct fs_inode *in = inode_find(fs, rel, FS_KIND_NODE);
     if (in != NULL) {
         in->attr_index = 0; /* the kernel's copy is about to go */
+        in->known_dir = false;
         notify_push(fs, in->ino, 0, NULL);
     }
     if (rel[0] == '\0' || !entry)
@@ -726,10 +727,10 @@ static void invalidate_path(struct fs *fs, const char *rel, bool entry)
     if (parent == NULL)
         return;
     struct fs_inode *p = inode_find(fs, parent, FS_KIND_NODE);
-    if (p != NULL) {
+    /* Only the name: a directory's own attributes never change with its
+     * children (fixed size, nlink, mode and times). */
+    if (p != NULL)
         notify_push(fs, 0, p->ino, slash + 1);
-        notify_push(fs, p->ino, 0, NULL);
-    }
     free(parent);
 }
 
@@ -841,6 +842,18 @@ static bool pending_attr(struct fs *fs, const char *rel, size_t *size)
     return true;
 }
 
+/* Whether in is known to be a directory without asking the backend: once
+ * a lookup saw a directory at a path, it stays one while the inode is
+ * hashed, since a delete, expiry or rename of it (or an ancestor) unhashes
+ * or moves it and any event on the path clears the mark. Needs the root
+ * watch feed. Saves listing a big directory just to stat it. */
+static bool dir_cached(const struct fs *fs, const struct fs_inode *in)
+{
+    return in->kind == FS_KIND_NODE && in->hashed &&
+           fs->root_watch != NULL &&
+           (in->known_dir || in->ino == FUSE_ROOT_ID);
+}
+
 static void lookup_cb(void *arg, int status, const struct fs_meta *meta,
                       const void *value, size_t len)
 {
@@ -864,6 +877,7 @@ static void lookup_cb(void *arg, int status, const struct fs_meta *meta,
             in->nlookup++;
             in->attr_index = status == 0 && meta != NULL && !dir
                                  ? meta->modified_index : 0;
+            in->known_dir = dir;
             entry_fill(fs, &e, in, dir, size);
             fuse_reply_entry(c->req, &e);
         }
@@ -915,6 +929,13 @@ static int shadow_lookup(struct fs *fs, fuse_req_t req, const char *rel)
         return 0;
     bool target = strcmp(rel, v.rel) == 0;
     bool source = v.rel2 != NULL && strcmp(rel, v.rel2) == 0;
+    size_t l = strlen(rel);
+    /* The directories on the way to the target are directories in the
+     * store: answer them without a backend read (listing a big directory
+     * to stat it is costly, and a replay walks every path). */
+    bool ancestor = (strncmp(v.rel, rel, l) == 0 && v.rel[l] == '/') ||
+                    (v.rel2 != NULL && strncmp(v.rel2, rel, l) == 0 &&
+                     v.rel2[l] == '/');
     if (target && (v.rkind == FS_REPLAY_CREATE_FILE ||
                    v.rkind == FS_REPLAY_CREATE_DIR ||
                    v.rkind == FS_REPLAY_RENAME)) {
@@ -924,6 +945,9 @@ static int shadow_lookup(struct fs *fs, fuse_req_t req, const char *rel)
                            v.rkind == FS_REPLAY_DELETE_DIR)) ||
                (source && v.rkind == FS_REPLAY_RENAME)) {
         shadow_entry(fs, req, rel, v.dir, NULL); /* still there */
+        done = 1;
+    } else if (ancestor) {
+        shadow_entry(fs, req, rel, true, NULL);
         done = 1;
     }
     free(v.rel);
@@ -968,6 +992,14 @@ static void op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
         free(rel);
         return;
     }
+    struct fs_inode *known = inode_find(fs, rel, FS_KIND_NODE);
+    if (known != NULL && dir_cached(fs, known)) {
+        free(rel);
+        known->nlookup++;
+        entry_fill(fs, &e, known, true, 0);
+        fuse_reply_entry(req, &e);
+        return;
+    }
     struct fs_ctx *c = ctx_new(fs, req);
     char *sp = store_path(fs, rel);
     if (c == NULL || sp == NULL) {
@@ -1007,8 +1039,10 @@ static void getattr_cb(void *arg, int status, const struct fs_meta *meta,
         fuse_reply_err(c->req, -fs_status_errno(status));
     } else {
         struct fs_inode *in = inode_get(fs, c->ino);
-        if (in != NULL)
+        if (in != NULL) {
             in->attr_index = meta != NULL && !dir ? meta->modified_index : 0;
+            in->known_dir = dir;
+        }
         attr_fill(fs, &st, c->ino, FS_KIND_NODE, dir, size);
         fuse_reply_attr(c->req, &st, fs->opt.attr_timeout);
     }
@@ -1044,8 +1078,8 @@ static void op_getattr(fuse_req_t req, fuse_ino_t ino,
         fuse_reply_err(req, ENOENT);
         return;
     }
-    if (in->kind != FS_KIND_NODE) {
-        attr_fill(fs, &st, ino, in->kind, false, 0);
+    if (in->kind != FS_KIND_NODE || dir_cached(fs, in)) {
+        attr_fill(fs, &st, ino, in->kind, in->kind == FS_KIND_NODE, 0);
         fuse_reply_attr(req, &st, fs->opt.attr_timeout);
         return;
     }
@@ -1125,6 +1159,7 @@ static void entry_reply_cb(void *arg, int status, const struct fs_meta *meta)
         } else {
             in->nlookup++;
             in->attr_index = meta->dir ? 0 : meta->modified_index;
+            in->known_dir = meta->dir;
             entry_fill(fs, &e, in, meta->dir, c->len);
             fuse_reply_entry(c->req, &e);
         }

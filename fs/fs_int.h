@@ -65,6 +65,7 @@ struct fs_inode {
     bool hashed;           /* in the path table (false once replaced) */
     bool moved;            /* scratch for inode_move */
     bool in_lru;           /* on fs->lru (idle, kept for its number) */
+    bool known_dir;        /* a directory, while hashed (dir_cached) */
     struct fs_inode *lru_prev, *lru_next;
     struct fs_inode *next_ino;
     struct fs_inode *next_path;

@@ -271,3 +271,29 @@ def test_concurrent_load_stays_consistent(fsm):
     assert len(lines) > 100
     idx = [ev["node"]["modifiedIndex"] for ev in lines]
     assert idx == sorted(idx)
+
+
+def test_directory_replaced_by_key_and_back(fsm_make):
+    """Directories are answered from the inode table after the first
+    lookup; every way a directory can go must end that."""
+    m = fsm_make("timeout=0")
+    os.makedirs(m.p("d", "sub"))
+    assert os.path.isdir(m.p("d"))
+    m.control("rmdir /d")
+    m.control("set /d now-a-key")
+    wait_for(lambda: os.path.isfile(m.p("d")), 3, "dir -> key (remote)")
+    assert open(m.p("d")).read() == "now-a-key"
+    os.unlink(m.p("d"))
+    os.mkdir(m.p("d"))
+    assert os.path.isdir(m.p("d"))
+    m.control("mv /d /e")
+    wait_for(lambda: not os.path.exists(m.p("d")), 3, "dir moved away")
+    assert os.path.isdir(m.p("e"))
+    m.control("set /d file")
+    wait_for(lambda: os.path.isfile(m.p("d")), 3, "new key at old dir path")
+    m.control("ttl /t 1")
+    m.control("rm /t")
+    m.control("mkdir /t")
+    wait_for(lambda: os.path.isdir(m.p("t")), 3, "dir created remotely")
+    os.setxattr(m.p("t"), "user.etcd.ttl", b"1")
+    wait_for(lambda: not os.path.exists(m.p("t")), 5, "dir expired")
