@@ -4,6 +4,8 @@
 import re
 import threading
 
+import pytest
+
 from harness import go_json
 from test_keys import check, ev, node
 
@@ -218,3 +220,38 @@ def test_metrics_core_names(c, uniq):
     assert m2["etcd_server_proposals_applied_total"] >= before + 5 - 1
     assert m2["etcd_disk_wal_fsync_duration_seconds_count"] > fsyncs
     assert '{le="+Inf"}' in text
+
+
+MEMBER_ERRORS = [
+    ("POST", "/v2/members", "text/plain", b"{}", 415,
+     b'{"message":"Bad Content-Type text/plain, accept application/json"}'),
+    ("POST", "/v2/members", "application/json", b"{bad", 400,
+     b'{"message":"invalid character \'b\' looking for beginning of object key string"}'),
+    ("POST", "/v2/members", "application/json", b'{"peerURLs":["not a url"]}', 400,
+     b'{"message":"URL scheme must be http, https, unix, or unixs: not a url"}'),
+    ("POST", "/v2/members", "application/json", b'{"peerURLs":[]}', 400,
+     b'{"message":"no valid URLs given"}'),
+    ("DELETE", "/v2/members/1234", None, None, 404, b'{"message":"No such member: 1234"}'),
+    ("DELETE", "/v2/members/zz", None, None, 404, b'{"message":"No such member: zz"}'),
+    ("PUT", "/v2/members/1234", "application/json", b'{"peerURLs":["http://127.0.0.1:1"]}', 404,
+     b'{"message":"No such member: 1234"}'),
+]
+
+
+@pytest.mark.parametrize("method,path,ctype,body,status,want", MEMBER_ERRORS,
+                         ids=["%s-%s-%d-%d" % (m[0], m[1].rsplit("/", 1)[-1], m[4], n)
+                              for n, m in enumerate(MEMBER_ERRORS)])
+def test_members_api_errors(c, method, path, ctype, body, status, want):
+    """The member API's refusals that change nothing, byte for byte."""
+    r = c.request(method, path, body=body, headers={"Content-Type": ctype} if ctype else None)
+    assert (r.status, r.body.rstrip(b"\n")) == (status, want), (method, path, r)
+    assert r.headers["Content-Type"] == "application/json"
+
+
+def test_members_leader_and_405(c):
+    r = c.request("PATCH", "/v2/members")
+    assert r.status == 405
+    r = c.request("GET", "/v2/members/leader")
+    assert r.status == 200
+    assert list(r.json()) == ["id", "name", "peerURLs", "clientURLs"]
+    assert r.json() == c.request("GET", "/v2/members").json()["members"][0]
