@@ -85,3 +85,32 @@ def test_default_data_dir_is_name_dot_etcd(make_server):
         assert c.get("/d").json()["node"]["value"] == "1"
     finally:
         c.close()
+
+
+def test_two_client_urls(make_server):
+    """A comma-separated --listen-client-urls serves on every URL, and
+    /v2/members lists every advertised client URL."""
+    s = make_server(start=False)
+    extra = harness.free_port()
+    base_pairs = s.flag_pairs
+
+    def pairs():
+        out = []
+        for k, v in base_pairs():
+            if k in ("listen-client-urls", "advertise-client-urls"):
+                v = v + ",http://127.0.0.1:%d" % extra
+            out.append((k, v))
+        return out
+    s.flag_pairs = pairs
+    s.start()
+    a = s.client()
+    b = harness.Client("127.0.0.1", extra)
+    try:
+        assert a.put("/two", value="1").status == 201
+        assert b.get("/two").json()["node"]["value"] == "1"
+        urls = b.request("GET", "/v2/members").json()["members"][0]["clientURLs"]
+        assert sorted(urls) == sorted([s.url, "http://127.0.0.1:%d" % extra])
+        assert sorted(b.request("GET", "/v2/machines").body.decode().split(", ")) == sorted(urls)
+    finally:
+        a.close()
+        b.close()
