@@ -60,3 +60,23 @@ def test_stalled_stream_reader_does_not_stall_others(server, c, uniq):
     finally:
         s.close()
     harness.deadline_poll(lambda: c.get(uniq + "/after").status == 200, 5)
+
+
+def test_deep_nesting_and_long_names(server, c, uniq):
+    """2,000 levels of directories (a 4 KB URL, a 4 MB listing), a 4 KB key name: set,
+    recursive listing, recursive delete all work and the server lives."""
+    deep = uniq + "/deep" + "/d" * 2000
+    r = c.put(deep, value="bottom")
+    assert r.status == 201, r
+    r = c.get(uniq + "/deep", recursive="true")
+    assert r.status == 200
+    # (too deep for Python's json module: count the nesting in the bytes)
+    assert r.body.count(b'"nodes":[') == 2000
+    assert (b'{"key":"%s","value":"bottom",' % deep.encode()) in r.body
+    assert r.body.endswith(b"]" * 2000 + b"}}\n") or r.body.count(b"]") >= 2000
+    longname = uniq + "/" + "L" * 4000
+    assert c.put(longname, value="x").status == 201
+    assert c.get(longname).json()["node"]["key"] == longname
+    r = c.delete(uniq + "/deep", recursive="true")
+    assert r.status == 200
+    assert c.get(deep).status == 404
