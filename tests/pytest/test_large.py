@@ -73,7 +73,6 @@ def test_deep_nesting_and_long_names(server, c, uniq):
     # (too deep for Python's json module: count the nesting in the bytes)
     assert r.body.count(b'"nodes":[') == 2000
     assert (b'{"key":"%s","value":"bottom",' % deep.encode()) in r.body
-    assert r.body.endswith(b"]" * 2000 + b"}}\n") or r.body.count(b"]") >= 2000
     longname = uniq + "/" + "L" * 4000
     assert c.put(longname, value="x").status == 201
     assert c.get(longname).json()["node"]["key"] == longname
