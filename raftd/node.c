@@ -1237,6 +1237,7 @@ int raftd_new(uv_loop_t *loop, const struct raftd_config *cfg,
     wo.loop = loop;
     wo.log = wal_log_bridge;
     wo.log_data = n;
+    wo.segment_size = NODE_WAL_SEGMENT_SIZE;
     if (wal_exists(n->wal_dir))
         rv = node_restore(n, &wo);
     else
