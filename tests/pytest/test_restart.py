@@ -88,51 +88,64 @@ def test_ttl_expires_while_down(make_server):
 
 def test_durability_with_frequent_snapshots(make_server):
     """Acknowledged writes survive SIGKILL when the WAL has been cut by
-    snapshots many times (--snapshot-count 25)."""
+    snapshots many times (--snapshot-count 25); 4 rounds, each killed at a
+    random moment, so some kills land while a snapshot is being written."""
+    import random
     import threading
+    import time
+    rng = random.Random()
     s = make_server(extra_args=["--snapshot-count", "25"])
     acked = {}
     lock = threading.Lock()
-    stop = threading.Event()
+    for rnd in range(4):
+        stop = threading.Event()
+        start_count = len(acked)
 
-    def writer(t):
-        cl = s.client(timeout=5)
-        n = 0
+        def writer(t, rnd=rnd, stop=stop):
+            cl = s.client(timeout=5)
+            n = 0
+            try:
+                while not stop.is_set():
+                    k = "/snapdur/r%d/t%d/k%d" % (rnd, t, n)
+                    try:
+                        r = cl.put(k, value="v%d" % n)
+                    except Exception:
+                        return
+                    if r.status in (200, 201):
+                        with lock:
+                            acked[k] = "v%d" % n
+                    n += 1
+            finally:
+                cl.close()
+
+        ths = [threading.Thread(target=writer, args=(t,), daemon=True) for t in range(3)]
+        for t in ths:
+            t.start()
+        harness.deadline_poll(lambda: len(acked) >= start_count + 100, 60, 0.005,
+                              "100 acknowledged writes")
+        time.sleep(rng.uniform(0, 0.3))  # a random kill moment
+        s.kill9()
+        stop.set()
+        for t in ths:
+            t.join(10)
+        s.start(keep_ports=True)
+        c = s.client()
         try:
-            while not stop.is_set():
-                k = "/snapdur/t%d/k%d" % (t, n)
-                try:
-                    r = cl.put(k, value="v%d" % n)
-                except Exception:
-                    return
-                if r.status in (200, 201):
-                    with lock:
-                        acked[k] = "v%d" % n
-                n += 1
-        finally:
-            cl.close()
+            r = c.get("/snapdur", recursive="true")
+            got = {}
 
-    ths = [threading.Thread(target=writer, args=(t,), daemon=True) for t in range(3)]
-    for t in ths:
-        t.start()
-    harness.deadline_poll(lambda: len(acked) >= 300, 60, 0.01, "300 acknowledged writes")
-    s.kill9()
-    stop.set()
-    for t in ths:
-        t.join(10)
-    s.start(keep_ports=True)
-    c = s.client()
-    try:
-        r = c.get("/snapdur", recursive="true")
-        got = {}
-        for d in r.json()["node"]["nodes"]:
-            for n in d.get("nodes", []):
-                got[n["key"]] = n["value"]
-        lost = [k for k, v in acked.items() if got.get(k) != v]
-        assert not lost, "%d of %d acknowledged writes lost or wrong: %r" % (
-            len(lost), len(acked), lost[:5])
-    finally:
-        c.close()
+            def walk(n):
+                for ch in n.get("nodes", []):
+                    if ch.get("dir"):
+                        walk(ch)
+                    else:
+                        got[ch["key"]] = ch["value"]
+            walk(r.json()["node"])
+            lost = [k for k, v in acked.items() if got.get(k) != v]
+            assert not lost, "round %d: %d of %d acknowledged writes lost or wrong: %r" % (
+                rnd, len(lost), len(acked), lost[:5])
+        finally:
+            c.close()
 
 
 def test_watch_history_after_restart(make_server):
