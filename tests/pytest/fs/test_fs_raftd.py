@@ -175,3 +175,88 @@ def test_raftd_quorum_opens(fsm_raftd):
         # -o quorum: an open after the write returned reads it (ReadIndex).
         with open(r.p("q")) as f:
             assert f.read() == "v%d" % i
+
+
+def _inotify_watches(pid):
+    """Number of inotify watches process pid holds (from /proc fdinfo)."""
+    n = 0
+    fddir = "/proc/%d/fdinfo" % pid
+    for fd in os.listdir(fddir):
+        try:
+            with open(os.path.join(fddir, fd)) as f:
+                n += sum(1 for line in f if line.startswith("inotify wd:"))
+        except OSError:
+            pass
+    return n
+
+
+def test_raftd_inotifywait_sees_http_changes(fsm_raftd, tmp_path):
+    """inotifywait -m -r (inotify-tools) on the mount reports changes made
+    over HTTP: the notifier replays them through the mount (docs/fs.md)."""
+    if shutil.which("inotifywait") is None:
+        pytest.skip("inotifywait (inotify-tools) not installed")
+    r = fsm_raftd
+    out = tmp_path / "events"
+    err = tmp_path / "err"
+    with open(out, "w") as fo, open(err, "w") as fe:
+        ino = subprocess.Popen(
+            ["inotifywait", "-m", "-r", "--format", "%e %w%f", r.mnt],
+            stdout=fo, stderr=fe)
+    try:
+        wait_for(lambda: "Watches established" in err.read_text()
+                 or ino.poll() is not None, 10, "inotifywait start")
+        assert ino.poll() is None, err.read_text()
+
+        def lines():
+            return [l.split(" ", 1) for l in out.read_text().splitlines()]
+
+        def seen(ev, path):
+            """All inotifywait lines for path whose events include ev."""
+            return [e for e, p in lines() if p == path and ev in e.split(",")]
+
+        k = r.p("k")
+        st, body = http("PUT", r.url + "/v2/keys/k", value="v1")
+        assert st == 201
+        first = json.loads(body)["node"]["modifiedIndex"]
+        wait_for(lambda: seen("CREATE", k), 5, "CREATE k")
+        wait_for(lambda: seen("CLOSE_WRITE", k), 5, "CLOSE_WRITE after create")
+        n_close = len(seen("CLOSE_WRITE", k))
+
+        st, _ = http("PUT", r.url + "/v2/keys/k", value="v2")
+        assert st == 200
+        wait_for(lambda: seen("MODIFY", k), 5, "MODIFY k")
+        wait_for(lambda: len(seen("CLOSE_WRITE", k)) > n_close, 5,
+                 "CLOSE_WRITE after change")
+        assert len(seen("CREATE", k)) == 1, lines()
+        # The replay wrote nothing to the store: same value, no new index.
+        assert open(k).read() == "v2"
+
+        d = r.p("d")
+        st, _ = http("PUT", r.url + "/v2/keys/d", dir="true")
+        assert st == 201
+        wait_for(lambda: seen("CREATE", d) and seen("ISDIR", d), 5,
+                 "CREATE,ISDIR d")
+        # -r: inotifywait adds a watch on the new directory; once it holds
+        # two, a key created inside is reported with the nested path.
+        wait_for(lambda: _inotify_watches(ino.pid) >= 2, 5, "watch on d")
+        st, _ = http("PUT", r.url + "/v2/keys/d/x", value="in d")
+        assert st == 201
+        wait_for(lambda: seen("CREATE", os.path.join(d, "x")), 5, "CREATE d/x")
+
+        st, _ = http("DELETE", r.url + "/v2/keys/k")
+        assert st == 200
+        wait_for(lambda: seen("DELETE", k), 5, "DELETE k")
+        st, body = http("DELETE", r.url + "/v2/keys/d?recursive=true")
+        assert st == 200
+        wait_for(lambda: seen("DELETE", d), 5, "DELETE d")
+        assert not os.path.exists(k) and not os.path.exists(d)
+        # Nothing the replays did reached the store: six HTTP writes, six
+        # indexes, and still six once the replays are done.
+        assert json.loads(body)["node"]["modifiedIndex"] == first + 5
+        assert int(xattr(r.p(".watch"), "user.etcd.index")) == first + 5
+        st, body = http("GET", r.url + "/v2/keys/")
+        assert not json.loads(body)["node"].get("nodes")
+    finally:
+        if ino.poll() is None:
+            ino.kill()
+        ino.wait(5)
