@@ -18,5 +18,8 @@ void api_message_error(struct raftd *n, struct http_request *req, int status,
 /* Every endpoint but /v2/keys. path is clean (no redirect needed). */
 void api_misc(struct raftd *n, struct http_request *req, const char *path);
 void api_metrics_count(struct raftd *n, const char *method);
+/* POST/PUT/DELETE on /v2/members[/sub] (api_members.c). */
+void api_members_change(struct raftd *n, struct http_request *req,
+                        const char *sub);
 
 #endif /* ETCFS_RAFTD_API_INT_H */

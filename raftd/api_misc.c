@@ -84,43 +84,7 @@ static void api_members(struct raftd *n, struct http_request *req,
         return;
     http_response_add_header(req, "X-Etcd-Cluster-Id", n->cluster_id_hex);
     if (strcmp(req->method, "GET") != 0) {
-        const char *ct = http_request_header(req, "Content-Type");
-        if (strcmp(req->method, "POST") == 0 || strcmp(req->method, "PUT") == 0) {
-            char ctype[128] = "";
-            if (ct) {
-                const char *semi = strchr(ct, ';');
-                size_t l = semi ? (size_t)(semi - ct) : strlen(ct);
-                if (l >= sizeof(ctype))
-                    l = sizeof(ctype) - 1;
-                memcpy(ctype, ct, l);
-                ctype[l] = '\0';
-                if (semi) {
-                    /* Go lower-cases and trims only when a ';' exists. */
-                    char *s = ctype, *e;
-                    for (char *c = ctype; *c; c++)
-                        if (*c >= 'A' && *c <= 'Z')
-                            *c = (char)(*c - 'A' + 'a');
-                    while (*s == ' ' || *s == '\t')
-                        s++;
-                    e = s + strlen(s);
-                    while (e > s && (e[-1] == ' ' || e[-1] == '\t'))
-                        *--e = '\0';
-                    memmove(ctype, s, strlen(s) + 1);
-                }
-            }
-            if (strcmp(ctype, "application/json") != 0) {
-                char msg[200];
-                snprintf(msg, sizeof(msg),
-                         "Bad Content-Type %s, accept application/json",
-                         ctype);
-                api_message_error(n, req, 415, msg);
-                return;
-            }
-        }
-        /* Membership changes arrive with multi-member support. */
-        api_message_error(n, req, 500,
-                          "membership changes are not supported by this "
-                          "single-member raftd yet");
+        api_members_change(n, req, sub);
         return;
     }
     members_list(n, &ms, &count, &self_buf);

@@ -320,7 +320,7 @@ static void urls_free(struct raftd_urls *u)
 
 /* One URL as etcd's types.NewURLs accepts it: scheme http, https, unix or
  * unixs; "host:port" after "//"; no path. On error writes etcd's reason. */
-static int url_check(const char *s, char *why, size_t whylen)
+int raftd_url_check(const char *s, char *why, size_t whylen)
 {
     const char *p = strstr(s, "://"), *host, *colon;
     size_t slen;
@@ -386,7 +386,7 @@ static int urls_parse(const char *s, struct raftd_urls *u, char *why,
             rv = -ENOMEM;
             goto err;
         }
-        rv = url_check(one, why, whylen);
+        rv = raftd_url_check(one, why, whylen);
         if (rv != 0) {
             free(one);
             goto err;
@@ -622,7 +622,7 @@ static int cluster_parse(struct raftd_config *cfg, char *err, size_t errlen)
             return -EINVAL;
         }
         *eq = '\0';
-        rv = url_check(eq + 1, why, sizeof(why));
+        rv = raftd_url_check(eq + 1, why, sizeof(why));
         if (rv != 0) {
             set_err(err, errlen, "%s", why);
             free(one);

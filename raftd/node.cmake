@@ -1,7 +1,7 @@
 # etcfs_raftd: config, logging, the node loop, the v2 HTTP API, stats and
 # metrics; plus the raftd program. Included from raftd/CMakeLists.txt.
 add_library(etcfs_raftd STATIC config.c log.c node.c api.c api_misc.c
-                               stats.c metrics.c)
+                               api_members.c stats.c metrics.c)
 target_include_directories(etcfs_raftd PUBLIC ${CMAKE_CURRENT_SOURCE_DIR})
 target_link_libraries(etcfs_raftd PUBLIC etcfs_raft etcfs_http etcfs_store
                       etcfs_wal etcfs_snap PkgConfig::PROTOBUFC PkgConfig::UV)

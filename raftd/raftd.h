@@ -103,6 +103,11 @@ int raftd_config_parse(struct raftd_config *cfg, int argc, char **argv,
                        int *exit_code);
 void raftd_config_free(struct raftd_config *cfg);
 
+/* One URL checked as etcd's types.NewURLs does (scheme http, https, unix
+ * or unixs; host:port; no path). 0, or -EINVAL with etcd's reason in why,
+ * e.g. "URL scheme must be http, https, unix, or unixs: x". */
+int raftd_url_check(const char *url, char *why, size_t whylen);
+
 /* The usage text, etcd-like, for -h and flag errors. */
 void raftd_config_usage(FILE *out);
 

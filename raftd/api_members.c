@@ -1,0 +1,505 @@
+/* The error answers of etcd's /v2/members POST, PUT and DELETE (etcd 3.4
+ * v2http membersHandler): content type, the JSON body decoded as Go's
+ * encoding/json does (its syntax and type error texts), peer URL checks,
+ * and member ids. Valid membership changes need peers and are refused. */
+#include <ctype.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "api_int.h"
+
+/* ---- Go's encoding/json scanner errors -------------------------------- */
+
+struct gj {
+    const unsigned char *p, *end;
+    char *msg;
+    size_t msglen;
+    int err;
+};
+
+/* Go's quoteChar. */
+static void quote_char(unsigned c, char *out, size_t outlen)
+{
+    if (c == '\'') {
+        snprintf(out, outlen, "'\\''");
+    } else if (c == '"') {
+        snprintf(out, outlen, "'\"'");
+    } else if (c >= 0x20 && c < 0x7f) {
+        snprintf(out, outlen, "'%c'", c);
+    } else {
+        static const char esc[] = "abtnvfr";
+        if (c >= 7 && c <= 13)
+            snprintf(out, outlen, "'\\%c'", esc[c - 7]);
+        else if (c < 0x80)
+            snprintf(out, outlen, "'\\x%02x'", c);
+        else if (c < 0xa1 || c == 0xad)
+            snprintf(out, outlen, "'\\u%04x'", c);
+        else
+            snprintf(out, outlen, "'%c%c'", 0xc0 | (c >> 6), 0x80 | (c & 0x3f));
+    }
+}
+
+/* At the end of input Go's scanner steps one ' ' (scanner.eof): where a
+ * space is an error (inside a literal, number or escape) the message names
+ * it, elsewhere it is "unexpected end of JSON input". */
+static int gj_fail_at(struct gj *g, const char *context, int space_at_eof)
+{
+    char q[16];
+    if (g->err)
+        return -1;
+    g->err = 1;
+    if (g->p >= g->end && space_at_eof) {
+        snprintf(g->msg, g->msglen, "invalid character ' ' %s", context);
+    } else if (g->p >= g->end) {
+        snprintf(g->msg, g->msglen, "unexpected end of JSON input");
+    } else {
+        quote_char(*g->p, q, sizeof(q));
+        snprintf(g->msg, g->msglen, "invalid character %s %s", q, context);
+    }
+    return -1;
+}
+
+static int gj_fail(struct gj *g, const char *context)
+{
+    return gj_fail_at(g, context, 0);
+}
+
+static int gj_fail_sp(struct gj *g, const char *context)
+{
+    return gj_fail_at(g, context, 1);
+}
+
+static void gj_ws(struct gj *g)
+{
+    while (g->p < g->end && (*g->p == ' ' || *g->p == '\t' ||
+                             *g->p == '\n' || *g->p == '\r'))
+        g->p++;
+}
+
+static int gj_value(struct gj *g, int depth);
+
+static int gj_string(struct gj *g)
+{
+    g->p++; /* opening quote */
+    while (g->p < g->end) {
+        unsigned c = *g->p;
+        if (c == '"') {
+            g->p++;
+            return 0;
+        }
+        if (c < 0x20)
+            return gj_fail(g, "in string literal");
+        if (c == '\\') {
+            g->p++;
+            if (g->p >= g->end)
+                return gj_fail_sp(g, "in string escape code");
+            if (*g->p == 'u') {
+                g->p++;
+                for (int i = 0; i < 4; i++, g->p++)
+                    if (g->p >= g->end || !isxdigit(*g->p))
+                        return gj_fail_sp(g,
+                                       "in \\u hexadecimal character escape");
+                continue;
+            }
+            if (!strchr("bfnrt\\/\"", *g->p) || *g->p == '\0')
+                return gj_fail_sp(g, "in string escape code");
+        }
+        g->p++;
+    }
+    return gj_fail(g, "");
+}
+
+static int gj_number(struct gj *g)
+{
+    if (*g->p == '-') {
+        g->p++;
+        if (g->p >= g->end || !isdigit(*g->p))
+            return gj_fail_sp(g, "in numeric literal");
+    }
+    if (*g->p == '0')
+        g->p++;
+    else
+        while (g->p < g->end && isdigit(*g->p))
+            g->p++;
+    if (g->p < g->end && *g->p == '.') {
+        g->p++;
+        if (g->p >= g->end || !isdigit(*g->p))
+            return gj_fail_sp(g, "after decimal point in numeric literal");
+        while (g->p < g->end && isdigit(*g->p))
+            g->p++;
+    }
+    if (g->p < g->end && (*g->p == 'e' || *g->p == 'E')) {
+        g->p++;
+        if (g->p < g->end && (*g->p == '+' || *g->p == '-'))
+            g->p++;
+        if (g->p >= g->end || !isdigit(*g->p))
+            return gj_fail_sp(g, "in exponent of numeric literal");
+        while (g->p < g->end && isdigit(*g->p))
+            g->p++;
+    }
+    return 0;
+}
+
+static int gj_literal(struct gj *g, const char *word)
+{
+    char ctx[48];
+    for (size_t i = 1; word[i]; i++) {
+        g->p++;
+        if (g->p >= g->end || *g->p != (unsigned char)word[i]) {
+            snprintf(ctx, sizeof(ctx), "in literal %s (expecting '%c')", word,
+                     word[i]);
+            return gj_fail_sp(g, ctx);
+        }
+    }
+    g->p++;
+    return 0;
+}
+
+static int gj_value(struct gj *g, int depth)
+{
+    gj_ws(g);
+    if (g->p >= g->end)
+        return gj_fail(g, "");
+    if (depth > 10000)
+        return gj_fail(g, "exceeded max depth");
+    switch (*g->p) {
+    case '{':
+        g->p++;
+        gj_ws(g);
+        if (g->p < g->end && *g->p == '}') {
+            g->p++;
+            return 0;
+        }
+        for (;;) {
+            gj_ws(g);
+            if (g->p >= g->end || *g->p != '"')
+                return gj_fail(g, "looking for beginning of object key string");
+            if (gj_string(g))
+                return -1;
+            gj_ws(g);
+            if (g->p >= g->end || *g->p != ':')
+                return gj_fail(g, "after object key");
+            g->p++;
+            if (gj_value(g, depth + 1))
+                return -1;
+            gj_ws(g);
+            if (g->p < g->end && *g->p == ',') {
+                g->p++;
+                continue;
+            }
+            if (g->p < g->end && *g->p == '}') {
+                g->p++;
+                return 0;
+            }
+            return gj_fail(g, "after object key:value pair");
+        }
+    case '[':
+        g->p++;
+        gj_ws(g);
+        if (g->p < g->end && *g->p == ']') {
+            g->p++;
+            return 0;
+        }
+        for (;;) {
+            if (gj_value(g, depth + 1))
+                return -1;
+            gj_ws(g);
+            if (g->p < g->end && *g->p == ',') {
+                g->p++;
+                continue;
+            }
+            if (g->p < g->end && *g->p == ']') {
+                g->p++;
+                return 0;
+            }
+            return gj_fail(g, "after array element");
+        }
+    case '"':
+        return gj_string(g);
+    case 't':
+        return gj_literal(g, "true");
+    case 'f':
+        return gj_literal(g, "false");
+    case 'n':
+        return gj_literal(g, "null");
+    default:
+        if (*g->p == '-' || isdigit(*g->p))
+            return gj_number(g);
+        return gj_fail(g, "looking for beginning of value");
+    }
+}
+
+/* 0 if body is one valid JSON value; else writes Go's error text. */
+static int go_json_valid(const char *body, size_t len, char *msg,
+                         size_t msglen)
+{
+    struct gj g = {(const unsigned char *)body,
+                   (const unsigned char *)body + len, msg, msglen, 0};
+    if (gj_value(&g, 0))
+        return -1;
+    gj_ws(&g);
+    if (g.p < g.end)
+        return gj_fail(&g, "after top-level value");
+    return 0;
+}
+
+/* ---- decoding {"peerURLs": [...]} ------------------------------------ */
+
+static const char *const go_struct_type =
+    "struct { PeerURLs []string \"json:\\\"peerURLs\\\"\" }";
+
+static const char *gj_kind(unsigned char c)
+{
+    switch (c) {
+    case '{':
+        return "object";
+    case '[':
+        return "array";
+    case '"':
+        return "string";
+    case 't':
+    case 'f':
+        return "bool";
+    case 'n':
+        return "null";
+    default:
+        return "number";
+    }
+}
+
+/* Skip one (valid) value. */
+static void gj_skip(struct gj *g)
+{
+    gj_value(g, 0);
+}
+
+/* Decode a JSON string at g->p (valid) into out (escapes resolved for the
+ * ASCII cases URLs use). */
+static void gj_take_string(struct gj *g, char *out, size_t outlen)
+{
+    size_t k = 0;
+    g->p++;
+    while (g->p < g->end && *g->p != '"') {
+        unsigned c = *g->p++;
+        if (c == '\\' && g->p < g->end) {
+            unsigned e = *g->p++;
+            if (e == 'u' && g->end - g->p >= 4) {
+                char hex[5] = {0};
+                memcpy(hex, g->p, 4);
+                g->p += 4;
+                c = (unsigned)strtoul(hex, NULL, 16);
+                if (c > 0x7f)
+                    c = '?';
+            } else {
+                c = e == 'n' ? '\n' : e == 't' ? '\t' : e == 'r' ? '\r'
+                  : e == 'b' ? '\b' : e == 'f' ? '\f' : e;
+            }
+        }
+        if (k + 1 < outlen)
+            out[k++] = (char)c;
+    }
+    g->p++;
+    out[k] = '\0';
+}
+
+/* etcd's MemberCreateRequest/MemberUpdateRequest UnmarshalJSON: Go's
+ * json.Unmarshal into struct{PeerURLs []string} (keys matched without
+ * regard to case, first type error reported after the whole decode), then
+ * types.NewURLs. Returns 0 (and *n_urls) or -1 with msg set. */
+static int members_decode(const char *body, size_t len, char *msg,
+                          size_t msglen, size_t *n_urls)
+{
+    struct gj g = {(const unsigned char *)body,
+                   (const unsigned char *)body + len, msg, msglen, 0};
+    char type_err[256] = "", url[512], why[600], url_err[600] = "";
+    int have_urls = 0;
+
+    *n_urls = 0;
+    if (go_json_valid(body, len, msg, msglen))
+        return -1;
+    gj_ws(&g);
+    if (*g.p != '{') {
+        if (*g.p == 'n')
+            goto urls; /* null leaves the struct zero */
+        snprintf(msg, msglen, "json: cannot unmarshal %s into Go value of "
+                              "type %s", gj_kind(*g.p), go_struct_type);
+        return -1;
+    }
+    g.p++;
+    for (;;) {
+        char key[64];
+        gj_ws(&g);
+        if (*g.p == '}')
+            break;
+        gj_take_string(&g, key, sizeof(key));
+        gj_ws(&g);
+        g.p++; /* ':' */
+        gj_ws(&g);
+        if (strcasecmp(key, "peerURLs") != 0) {
+            gj_skip(&g);
+        } else if (*g.p == 'n') {
+            gj_skip(&g);
+        } else if (*g.p != '[') {
+            if (type_err[0] == '\0')
+                snprintf(type_err, sizeof(type_err),
+                         "json: cannot unmarshal %s into Go struct field "
+                         ".peerURLs of type []string",
+                         gj_kind(*g.p));
+            gj_skip(&g);
+        } else {
+            *n_urls = 0; /* a repeated key replaces the list, as in Go */
+            url_err[0] = '\0';
+            have_urls = 1;
+            g.p++;
+            for (;;) {
+                gj_ws(&g);
+                if (*g.p == ']') {
+                    g.p++;
+                    break;
+                }
+                if (*g.p == '"') {
+                    gj_take_string(&g, url, sizeof(url));
+                    if (url_err[0] == '\0' &&
+                        raftd_url_check(url, why, sizeof(why)) != 0)
+                        snprintf(url_err, sizeof(url_err), "%s", why);
+                    (*n_urls)++;
+                } else {
+                    if (type_err[0] == '\0')
+                        snprintf(type_err, sizeof(type_err),
+                                 "json: cannot unmarshal %s into Go struct "
+                                 "field .peerURLs of type string",
+                                 gj_kind(*g.p));
+                    gj_skip(&g);
+                    (*n_urls)++;
+                }
+                gj_ws(&g);
+                if (*g.p == ',')
+                    g.p++;
+            }
+        }
+        gj_ws(&g);
+        if (*g.p == ',')
+            g.p++;
+    }
+    if (type_err[0] != '\0') {
+        snprintf(msg, msglen, "%s", type_err);
+        return -1;
+    }
+urls:
+    (void)have_urls;
+    if (url_err[0] != '\0') {
+        /* the first bad URL, as types.NewURLs reports it */
+        snprintf(msg, msglen, "%s", url_err);
+        return -1;
+    }
+    if (*n_urls == 0) {
+        snprintf(msg, msglen, "no valid URLs given");
+        return -1;
+    }
+    return 0;
+}
+
+/* unmarshalRequest: Content-Type, then the body. 0 if valid. */
+static int members_unmarshal(struct raftd *n, struct http_request *req)
+{
+    const char *ct = http_request_header(req, "Content-Type");
+    char ctype[128] = "", msg[700] = "";
+    size_t n_urls;
+
+    if (ct) {
+        const char *semi = strchr(ct, ';');
+        size_t l = semi ? (size_t)(semi - ct) : strlen(ct);
+        if (l >= sizeof(ctype))
+            l = sizeof(ctype) - 1;
+        memcpy(ctype, ct, l);
+        ctype[l] = '\0';
+        if (semi) {
+            /* Go lower-cases and trims only when a ';' exists. */
+            char *s = ctype, *e;
+            for (char *c = ctype; *c; c++)
+                *c = (char)tolower((unsigned char)*c);
+            while (*s == ' ' || *s == '\t')
+                s++;
+            e = s + strlen(s);
+            while (e > s && (e[-1] == ' ' || e[-1] == '\t'))
+                *--e = '\0';
+            memmove(ctype, s, strlen(s) + 1);
+        }
+    }
+    if (strcmp(ctype, "application/json") != 0) {
+        snprintf(msg, sizeof(msg),
+                 "Bad Content-Type %s, accept application/json", ctype);
+        api_message_error(n, req, 415, msg);
+        return -1;
+    }
+    if (members_decode(req->body, req->body_len, msg, sizeof(msg),
+                       &n_urls) != 0) {
+        api_message_error(n, req, 400, msg);
+        return -1;
+    }
+    return 0;
+}
+
+/* getID: the hex id after /v2/members/; answers and returns -1 if bad. */
+static int members_get_id(struct raftd *n, struct http_request *req,
+                          const char *sub, uint64_t *id)
+{
+    char msg[600], *end;
+    unsigned long long v;
+
+    if (sub[0] == '\0') {
+        api_http_error(req, 405, "Method Not Allowed");
+        return -1;
+    }
+    errno = 0;
+    v = strtoull(sub, &end, 16);
+    if (errno != 0 || *end != '\0' ||
+        strspn(sub, "0123456789abcdefABCDEF") != strlen(sub)) {
+        snprintf(msg, sizeof(msg), "No such member: %.500s", sub);
+        api_message_error(n, req, 404, msg);
+        return -1;
+    }
+    *id = v;
+    return 0;
+}
+
+static bool members_known(struct raftd *n, uint64_t id)
+{
+    if (id == n->member_id)
+        return true;
+    for (size_t i = 0; i < n->cfg->n_members; i++)
+        if (n->cfg->members[i].id == id)
+            return true;
+    return false;
+}
+
+void api_members_change(struct raftd *n, struct http_request *req,
+                        const char *sub)
+{
+    static const char refuse[] =
+        "membership changes are not supported by this single-member raftd "
+        "yet";
+    char msg[64];
+    uint64_t id;
+
+    if (strcmp(req->method, "POST") == 0) {
+        if (members_unmarshal(n, req) != 0)
+            return;
+        api_message_error(n, req, 500, refuse);
+        return;
+    }
+    if (members_get_id(n, req, sub, &id) != 0)
+        return;
+    if (strcmp(req->method, "PUT") == 0 && members_unmarshal(n, req) != 0)
+        return;
+    if (!members_known(n, id)) {
+        snprintf(msg, sizeof(msg), "No such member: %llx",
+                 (unsigned long long)id);
+        api_message_error(n, req, 404, msg);
+        return;
+    }
+    api_message_error(n, req, 500, refuse);
+}
