@@ -123,6 +123,55 @@ static void api_members(struct raftd *n, struct http_request *req,
     json_reply(req, 200, b);
 }
 
+/* etcd's v2 auth with auth never enabled: no users, the built-in root
+ * role; changes are refused. kind is "User" or "Role"; rest is what
+ * follows /v2/auth/users or /v2/auth/roles. */
+static void api_auth_list(struct raftd *n, struct http_request *req,
+                          const char *rest, const char *kind)
+{
+    static const char root_role[] =
+        "{\"role\":\"root\",\"permissions\":{\"kv\":{\"read\":[\"/*\"],"
+        "\"write\":[\"/*\"]}}}";
+    struct store_buf *b = &n->scratch;
+    const char *name = rest[0] == '/' ? rest + 1 : rest;
+    char msg[600];
+
+    b->len = 0;
+    if (strchr(name, '/') != NULL) {
+        api_message_error(n, req, 400, "Invalid path");
+        return;
+    }
+    if (name[0] == '\0') {
+        if (!api_allow(req, "GET"))
+            return;
+        http_response_add_header(req, "X-Etcd-Cluster-Id", n->cluster_id_hex);
+        if (kind[0] == 'U') {
+            store_buf_append(b, "{\"users\":null}\n", 15);
+        } else {
+            store_buf_append(b, "{\"roles\":[", 10);
+            store_buf_append(b, root_role, sizeof(root_role) - 1);
+            store_buf_append(b, "]}\n", 3);
+        }
+        json_reply(req, 200, b);
+        return;
+    }
+    if (!api_allow(req, "GET,PUT,DELETE"))
+        return;
+    http_response_add_header(req, "X-Etcd-Cluster-Id", n->cluster_id_hex);
+    if (strcmp(req->method, "GET") != 0) {
+        api_message_error(n, req, 500, "auth is not supported by raftd");
+        return;
+    }
+    if (kind[0] == 'R' && strcmp(name, "root") == 0) {
+        store_buf_append(b, root_role, sizeof(root_role) - 1);
+        store_buf_append(b, "\n", 1);
+        json_reply(req, 200, b);
+        return;
+    }
+    snprintf(msg, sizeof(msg), "auth: %s %.500s does not exist.", kind, name);
+    api_message_error(n, req, 404, msg);
+}
+
 void api_misc(struct raftd *n, struct http_request *req, const char *path)
 {
     struct store_buf *b = &n->scratch;
@@ -187,6 +236,12 @@ void api_misc(struct raftd *n, struct http_request *req, const char *path)
         http_response_add_header(req, "Content-Type",
                                  "text/plain; version=0.0.4; charset=utf-8");
         http_respond(req, 200, b->data, b->len);
+    } else if (strncmp(path, "/v2/auth/users", 14) == 0 &&
+               (path[14] == '\0' || path[14] == '/')) {
+        api_auth_list(n, req, path + 14, "User");
+    } else if (strncmp(path, "/v2/auth/roles", 14) == 0 &&
+               (path[14] == '\0' || path[14] == '/')) {
+        api_auth_list(n, req, path + 14, "Role");
     } else if (strcmp(path, "/v2/auth/enable") == 0) {
         static const char off[] = "{\"enabled\":false}\n";
         if (!api_allow(req, "GET,PUT,DELETE"))
