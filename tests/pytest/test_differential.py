@@ -47,6 +47,7 @@ class Gen:
         self.dirs = [prefix, prefix + "/a", prefix + "/a/b", prefix + "/c", prefix + "/_hd"]
         self.touched = []   # (rel index, key) of successful writes (etcd's view)
         self.cur = 0        # etcd's current relative index
+        self.expiries = 0   # short-TTL expiries done (each costs ~1 s)
 
     def key(self):
         return self.r.choice(self.dirs) + "/" + self.r.choice(LEAVES)
@@ -64,6 +65,14 @@ class Gen:
 
     def op(self):
         r = self.r
+        if self.expiries < 2 and r.random() < 0.01:
+            # a key (or dir) with ttl=1, then wait until it expired on both
+            # sides: with nothing else written meanwhile, the expire events
+            # get the same relative index on both
+            self.expiries += 1
+            if r.random() < 0.5:
+                return ("EXPIRE", self.key(), None, {"value": self.val(), "ttl": "1"})
+            return ("EXPIRE", r.choice(self.dirs[1:]), None, {"dir": "true", "ttl": "1"})
         k = r.choice([
             "set", "set", "set", "setttl", "mkdir", "create", "update", "refresh",
             "cas_v", "cas_i", "cad_v", "cad_i", "del", "del_dir", "del_rec",
@@ -264,6 +273,26 @@ def describe(n, req, a, b):
                                               a[0], a[1], a[2], b[0], b[1], b[2]))
 
 
+def expire_both(ref, tgt, seed, n, req, g):
+    _, path, q, f = req
+    put = ("PUT", path, q, f)
+    a = ref.do(*put, False)
+    b = tgt.do(*put, False)
+    assert a == b, "differential mismatch, seed=%d\n%s" % (seed, describe(n, put, a, b))
+    if a[0] not in (200, 201):
+        return
+    get = ("GET", path, None, None)
+    import harness
+    harness.deadline_poll(lambda: ref.do(*get, False)[0] == 404 and tgt.do(*get, False)[0] == 404,
+                          10, 0.05, "ttl=1 %s to expire on both servers" % path)
+    a = ref.do(*get, False)
+    b = tgt.do(*get, False)
+    assert a == b, "after expiry, seed=%d\n%s" % (seed, describe(n, get, a, b))
+    # the expire event is at the index the 404 reports: later waits replay it
+    g.cur = max(g.cur, a[1]["X-Etcd-Index"])
+    g.touched.append((a[1]["X-Etcd-Index"], path))
+
+
 @pytest.mark.parametrize("seed", SEEDS)
 def test_differential(make_server, seed):
     import harness
@@ -279,6 +308,9 @@ def test_differential(make_server, seed):
         for n in range(OPS):
             req = g.op()
             m, path, q, f = req
+            if m == "EXPIRE":
+                expire_both(ref, tgt, seed, n, req, g)
+                continue
             unsorted = m == "GET" and not (q and q.get("sorted") == "true")
             a = ref.do(m, path, q, f, unsorted)
             b = tgt.do(m, path, q, f, unsorted)
