@@ -241,3 +241,56 @@ def test_pipelined_requests_answered_in_order(server, uniq):
     assert [p[:3] for p in parts] == [b"201", b"200", b"200", b"200"]
     vals = [json.loads(p.split(b"\r\n\r\n", 1)[1])["node"]["value"] for p in parts]
     assert vals == ["1", "1", "2", "2"]
+
+
+MUTATION_BASE = [
+    b"PUT /v2/keys/m/a?ttl=5 HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-www-form-"
+    b"urlencoded\r\nContent-Length: 21\r\n\r\nvalue=1&prevExist=true",
+    b"GET /v2/keys/m?wait=true&waitIndex=3&recursive=true HTTP/1.1\r\nHost: x\r\n\r\n",
+    b"POST /v2/keys/m/q HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nContent-Type: "
+    b"application/x-www-form-urlencoded\r\n\r\n7\r\nvalue=1\r\n0\r\n\r\n",
+    b"DELETE /v2/keys/m?recursive=true&prevValue=%41 HTTP/1.1\r\nHost: x\r\n\r\n",
+    b"GET /v2/keys/m/a?sorted=true&quorum=true HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    b"PUT /v2/members/abc HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+    b"Content-Length: 25\r\n\r\n{\"peerURLs\":[\"http://a\"]}",
+]
+MUTATION_TOKENS = [b"%", b"%0", b"\r\n", b"\n", b":", b" ", b"\x00", b"%00", b"&", b"=", b"?",
+                   b"/..", b"9" * 30, b"-1"]
+
+
+def mutate(rng, b):
+    b = bytearray(b)
+    for _ in range(rng.randint(1, 6)):
+        op = rng.random()
+        i = rng.randrange(len(b) + 1)
+        if op < 0.3 and b:
+            b[min(i, len(b) - 1)] = rng.randrange(256)
+        elif op < 0.5:
+            b[i:i] = bytes(rng.randrange(256) for _ in range(rng.randint(1, 8)))
+        elif op < 0.7 and b:
+            del b[i:i + rng.randint(1, 8)]
+        elif op < 0.85:
+            b[i:i] = rng.choice(MUTATION_TOKENS)
+        else:
+            j = rng.randrange(len(b) + 1)
+            b[i:i] = bytes(b[j:j + rng.randint(1, 40)])
+    return bytes(b)
+
+
+def test_mutated_requests_keep_server_alive(make_server):
+    """400 randomly mutated requests (seeded; ETCFS_MUT_SEED): whatever
+    they get, the server never dies, still serves, and (at teardown) has no
+    sanitizer report."""
+    import os
+    import random
+    seed = int(os.environ.get("ETCFS_MUT_SEED", "1"))
+    rng = random.Random(seed)
+    s = make_server()
+    for n in range(400):
+        data = mutate(rng, rng.choice(MUTATION_BASE))
+        try:
+            raw_exchange(s.client_port, data, timeout=0.2)
+        except OSError:
+            pass
+        assert s.proc.poll() is None, "seed %d: server died on mutation %d: %r" % (seed, n, data)
+    assert status_of(raw_exchange(s.client_port, get(b"/v2/keys/"))) == 200
