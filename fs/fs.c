@@ -1499,6 +1499,11 @@ static void open_cb(void *arg, int status, const struct fs_meta *meta,
             fi.keep_cache = in->cache_index == mi;
             in->cache_index = mi;
         }
+        /* A read-only handle never has anything to store, so spare every
+         * close(2) the FLUSH round trip (FOPEN_NOFLUSH, Linux 5.16+; an
+         * older kernel ignores the flag and op_flush answers at once). */
+        if ((fi.flags & O_ACCMODE) == O_RDONLY)
+            fi.noflush = 1;
         if (fuse_reply_open(c->req, &fi) != 0)
             fh_free(fh); /* interrupted: no release will come */
     }
