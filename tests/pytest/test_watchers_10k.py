@@ -1,4 +1,4 @@
-# *** 10,000 concurrent long-poll watchers, all woken by one write. ***
+# *** 10,000 concurrent watchers (long polls; streams), all woken by one write. ***
 # Raw non-blocking sockets multiplexed with selectors (no threads). Needs
 # ~10k file descriptors here and in the server: this process raises its
 # RLIMIT_NOFILE soft limit to the hard limit, and the harness starts the
@@ -29,7 +29,10 @@ def raise_nofile(need):
 
 
 @pytest.mark.slow
-def test_10k_long_poll_watchers_woken_by_one_write(make_server):
+@pytest.mark.parametrize("mode", ["longpoll", "stream"])
+def test_10k_watchers_woken_by_one_write(make_server, mode):
+    """longpoll: 10k parked polls, one write answers them all. stream: 10k
+    stream watchers each get the first write, then the second."""
     raise_nofile(N + 500)
     s = make_server()
     cl = s.client()
@@ -37,8 +40,8 @@ def test_10k_long_poll_watchers_woken_by_one_write(make_server):
     cl.put("/w10k/other", value="warm")
     i0 = cl.get("/").etcd_index
     # waitIndex = next index: no watcher can miss the write, whenever it parks
-    req = ("GET /v2/keys/w10k/k?wait=true&waitIndex=%d HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
-           % (i0 + 1)).encode()
+    req = ("GET /v2/keys/w10k/k?wait=true&waitIndex=%d%s HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
+           % (i0 + 1, "&stream=true" if mode == "stream" else "")).encode()
     sel = selectors.DefaultSelector()
     socks = {}
     bufs = {}
@@ -93,30 +96,33 @@ def test_10k_long_poll_watchers_woken_by_one_write(make_server):
             pytest.fail("only %d of %d watchers parked (stats/store watchers)" % (watchers(), N))
         early = [k for k, b in bufs.items() if b"\r\n\r\n{" in b]
         assert not early
-        t_write = time.monotonic()
-        r = cl.put("/w10k/k", value="wake")
-        assert r.status == 201
-        i = r.etcd_index
-        assert i == i0 + 1
-        want = go_json(ev("set", node("/w10k/k", "wake", i, i)))
-        done = set()
-        deadline = time.monotonic() + 120
-        while len(done) < N:
-            assert time.monotonic() < deadline, "only %d/%d watchers woken" % (len(done), N)
-            for key, _ in sel.select(timeout=1.0):
-                k = key.data
-                try:
-                    data = socks[k].recv(65536)
-                except (BlockingIOError, InterruptedError):
-                    continue
-                bufs[k] += data
-                if want in bufs[k] or not data:
-                    assert bufs[k].startswith(b"HTTP/1.1 200"), (k, bufs[k][:300])
-                    assert want in bufs[k], (k, bufs[k][-300:])
-                    sel.unregister(socks[k])
-                    done.add(k)
-        woke = time.monotonic() - t_write
-        print("%d watchers woken in %.2fs" % (N, woke))
+        for round_ in range(2 if mode == "stream" else 1):
+            t_write = time.monotonic()
+            r = cl.put("/w10k/k", value="wake%d" % round_)
+            assert r.status in (200, 201)
+            i = r.etcd_index
+            assert i == i0 + 1 + round_
+            prev = node("/w10k/k", "wake0", i - 1, i - 1) if round_ else None
+            want = go_json(ev("set", node("/w10k/k", "wake%d" % round_, i, i), prev))
+            done = set()
+            deadline = time.monotonic() + 120
+            while len(done) < N:
+                assert time.monotonic() < deadline, "round %d: only %d/%d watchers woken" % (
+                    round_, len(done), N)
+                for key, _ in sel.select(timeout=1.0):
+                    k = key.data
+                    try:
+                        data = socks[k].recv(65536)
+                    except (BlockingIOError, InterruptedError):
+                        continue
+                    bufs[k] += data
+                    if want in bufs[k] or not data:
+                        assert bufs[k].startswith(b"HTTP/1.1 200"), (k, bufs[k][:300])
+                        assert want in bufs[k], (k, bufs[k][-300:])
+                        done.add(k)
+                        if mode == "longpoll":
+                            sel.unregister(socks[k])
+            print("%s: %d watchers woken in %.2fs" % (mode, N, time.monotonic() - t_write))
         assert cl.get("/w10k/k").status == 200
         assert base >= 0
     finally:
