@@ -5,7 +5,10 @@
 # keep-alive HTTP PUTs, and `ls` of a 10,000-key directory. Prints a
 # markdown table with the goals. Not part of CI (shared machine: run twice).
 #   tests/bench/bench_fs.sh        (configures and builds build/release)
+# Each rate is the median of ROUNDS runs, the two sides of a ratio taking
+# turns (fsync times on the shared disk drift by 2x within a minute).
 # Env: RAFTD=path (skip the build)  N_CAT=20000  N_WRITE=2000  N_LS=10000
+#      ROUNDS=3
 #      FS_OPTS=mount options (ETCFS_FS_OPTS, default none)  KEEP=1 keeps $out
 set -euo pipefail
 top=$(cd "$(dirname "$0")/../.." && pwd)
@@ -14,6 +17,7 @@ py=/usr/bin/python3
 n_cat=${N_CAT:-20000}
 n_write=${N_WRITE:-2000}
 n_ls=${N_LS:-10000}
+rounds=${ROUNDS:-3}
 raftd=${RAFTD:-$top/build/release/raftd/raftd}
 out=$(mktemp -d /tmp/etcfs-bench-fs.XXXXXX)
 mnt="$out/mnt"
@@ -78,22 +82,35 @@ done
 mountpoint -q "$mnt" || { echo "raftd did not mount" >&2; exit 1; }
 
 ms() { $py -c 'import sys;print("%.1f" % (float(sys.argv[1])/1e6))' "$1"; }
+median() { $py -c 'import sys,statistics;print("%.0f" % statistics.median(map(float,sys.argv[1:])))' "$@"; }
 ratio() { $py -c 'import sys;print("%.0f%%" % (100*float(sys.argv[1])/float(sys.argv[2])))' "$1" "$2"; }
 
 # (a) cat of an unchanged 100-byte key, and of a 100-byte file on tmpfs.
 value=$(printf 'v%.0s' $(seq 99))
 printf '%s\n' "$value" >"$mnt/cat"
 printf '%s\n' "$value" >"$ref"
-echo "== cat x $n_cat" >&2
-cat_fs=$("$tool" cat "$mnt/cat" "$n_cat")
-cat_tmpfs=$("$tool" cat "$ref" "$n_cat")
+echo "== cat x $n_cat, $rounds rounds" >&2
+a=(); b=()
+for _ in $(seq "$rounds"); do
+    a+=("$("$tool" cat "$mnt/cat" "$n_cat")")
+    b+=("$("$tool" cat "$ref" "$n_cat")")
+done
+echo "   fs ${a[*]}  tmpfs ${b[*]}" >&2
+cat_fs=$(median "${a[@]}")
+cat_tmpfs=$(median "${b[@]}")
 
 # (b) echo v > key (open O_TRUNC, 100 bytes, close) and HTTP PUT, both one
 # key, sequential, from the same C loop (the PUT on one keep-alive
 # connection); wrk -c1 with put.lua (distinct keys) as a cross-check.
-echo "== write x $n_write" >&2
-write_fs=$("$tool" write "$mnt/w" "$n_write")
-put_http=$("$tool" put "$cport" /w_http "$n_write")
+echo "== write x $n_write, $rounds rounds" >&2
+a=(); b=()
+for _ in $(seq "$rounds"); do
+    a+=("$("$tool" write "$mnt/w" "$n_write")")
+    b+=("$("$tool" put "$cport" /w_http "$n_write")")
+done
+echo "   fs ${a[*]}  http ${b[*]}" >&2
+write_fs=$(median "${a[@]}")
+put_http=$(median "${b[@]}")
 wrk -t1 -c1 -d5s -s "$here/put.lua" "$url" -- fsbench >"$out/wrk.txt" 2>&1
 put_wrk=$(awk '/Requests\/sec/ {printf "%.0f", $2}' "$out/wrk.txt")
 
@@ -128,6 +145,8 @@ ls_l=$(time_ls -l)
 ls_l2=$(time_ls -l)
 
 cat <<TABLE
+
+Medians of $rounds rounds; the machine's load average at the end: $(cut -d' ' -f1-3 /proc/loadavg).
 
 | what | raftd --mount | reference | ratio | goal |
 |---|---|---|---|---|
