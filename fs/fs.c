@@ -672,6 +672,9 @@ static struct fs_local *local_begin(struct fs *fs, const char *store_path,
         return NULL; /* at worst its event is replayed: a duplicate */
     strcpy(l->path, store_path);
     l->post = post;
+    l->defer = false;
+    l->seen_index = 0;
+    l->done_index = 0;
     l->prev = NULL;
     l->next = fs->locals;
     if (fs->locals != NULL)
@@ -693,22 +696,23 @@ static void local_end(struct fs *fs, struct fs_local *l)
     free(l);
 }
 
-/* Whether ev is the event of one of our own mutations. */
-static bool event_is_local(struct fs *fs, const struct fs_event *ev)
+/* The record of one of our own mutations that ev is the event of, or
+ * NULL (a remote change). */
+static struct fs_local *event_local(struct fs *fs, const struct fs_event *ev)
 {
     for (struct fs_local *l = fs->locals; l != NULL; l = l->next) {
         if (l->post) {
             size_t n = strlen(l->path);
             if (strncmp(ev->key, l->path, n) == 0 && ev->key[n] == '/' &&
                 strchr(ev->key + n + 1, '/') == NULL)
-                return true;
+                return l;
         } else if (strcmp(ev->key, l->path) == 0 ||
                    (ev->prev_key != NULL &&
                     strcmp(ev->prev_key, l->path) == 0)) {
-            return true;
+            return l;
         }
     }
-    return false;
+    return NULL;
 }
 
 /* Drop the kernel's cached entry, attributes and data for rel. */
@@ -752,7 +756,17 @@ static void root_watch_cb(void *arg, int status, const struct fs_event *ev)
      * moves: then the kernel's dentry must go too, not just the inode's
      * cached attributes and pages. */
     bool entry = moved || removed || ev->prev_key == NULL;
-    if (!fs->opt.no_inotify && rel != NULL && !event_is_local(fs, ev)) {
+    struct fs_local *l = event_local(fs, ev);
+    if (l != NULL && l->defer && l->seen_index == 0 && !moved && !removed &&
+        !ev->dir && rel != NULL && strcmp(ev->key, l->path) == 0) {
+        /* Most likely our own flush's set, whose bytes the kernel already
+         * has: invalidating would only cost the next open a GETATTR and
+         * the pages. ctx_free decides once the set's index is known. */
+        l->seen_index = ev->index;
+        l->seen_entry = entry;
+        return;
+    }
+    if (!fs->opt.no_inotify && rel != NULL && l == NULL) {
         if (moved && prel != NULL)
             replay_push(fs, FS_REPLAY_RENAME, rel, prel, ev->dir);
         else if (removed)
@@ -802,7 +816,16 @@ static void fs_finish_close(struct fs *fs);
 static void ctx_free(struct fs_ctx *c)
 {
     struct fs *fs = c->fs;
-    local_end(fs, c->local);
+    struct fs_local *l = c->local;
+    if (l != NULL && l->seen_index != 0 && l->seen_index != l->done_index &&
+        !fs->finishing) {
+        /* The deferred event was not our set's (a remote write raced it,
+         * or the set failed): invalidate as for any remote change. */
+        const char *rel = rel_path(fs, l->path);
+        if (rel != NULL)
+            invalidate_path(fs, rel, l->seen_entry);
+    }
+    local_end(fs, l);
     free(c->path);
     free(c->path2);
     free(c->buf);
@@ -1773,6 +1796,8 @@ static void flush_cb(void *arg, int status, const struct fs_meta *meta)
          * version's. */
         fh->in->attr_index = meta->modified_index;
         fh->in->cache_index = meta->modified_index;
+        if (c->local != NULL)
+            c->local->done_index = meta->modified_index;
     }
     /* A failed store is not retried at release: close(2) has reported
      * the error, and storing the value later would contradict it. */
@@ -1820,6 +1845,8 @@ static void fh_store(struct fs_fh *fh, fuse_req_t req)
             .prev_exist = fh->excl ? 0 : -1,
         };
         c->local = local_begin(fs, sp, false);
+        if (c->local != NULL)
+            c->local->defer = true;
         rv = fs->ops->set(fs->data, &a, flush_cb, c);
     }
     free(sp);
@@ -2424,7 +2451,7 @@ static void format_time(char *out, size_t n, int64_t ns)
         char f[16];
         snprintf(f, sizeof(f), ".%09ld", frac);
         size_t fl = strlen(f);
-        while (f[fl - 1] == '0')
+        while (fl > 1 && f[fl - 1] == '0')
             f[--fl] = '\0';
         snprintf(out + l, n - l, "%sZ", f);
     } else {

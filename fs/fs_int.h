@@ -147,6 +147,13 @@ struct fs_notify {
 struct fs_local {
     struct fs_local *prev, *next;
     bool post; /* path is the directory of a POST */
+    /* A flush's set: the kernel already holds the value it wrote, so the
+     * cache invalidation of the first event on path is deferred to the
+     * completion and dropped if that event was this set's (same index). */
+    bool defer;
+    bool seen_entry;     /* the deferred invalidation includes the name */
+    uint64_t seen_index; /* the deferred event's index; 0 = none */
+    uint64_t done_index; /* the set's own index, once completed */
     char path[];
 };
 
