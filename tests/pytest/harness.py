@@ -163,6 +163,10 @@ class Server:
                 self._reap()
                 if keep_ports:
                     time.sleep(0.2)
+                elif self.data_dir.startswith(self.tmp):
+                    # a first start that lost its ports may have created a
+                    # member already: start afresh on the new ports
+                    shutil.rmtree(self.data_dir, ignore_errors=True)
                 continue
         raise AssertionError("could not start %s: %s" % (self.kind, last))
 
