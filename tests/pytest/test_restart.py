@@ -167,3 +167,31 @@ def test_watch_history_after_restart(make_server):
         assert (j["node"]["modifiedIndex"], j["prevNode"]["value"]) == (i2, "1")
     finally:
         c.close()
+
+
+def test_sigterm_with_parked_watchers_exits_promptly(make_server):
+    """Parked long polls and open streams must not hold up a clean stop."""
+    import socket
+    import time
+    s = make_server()
+    socks = []
+    try:
+        for n in range(100):
+            so = socket.create_connection(("127.0.0.1", s.client_port))
+            q = "&stream=true" if n % 10 == 0 else ""
+            so.sendall(b"GET /v2/keys/parked%d?wait=true%s HTTP/1.1\r\nHost: x\r\n\r\n"
+                       % (n, q.encode()))
+            socks.append(so)
+        c = s.client()
+        harness.deadline_poll(
+            lambda: c.request("GET", "/v2/stats/store").json()["watchers"] >= 100, 10,
+            what="100 watchers parked")
+        c.close()
+        t0 = time.monotonic()
+        s.proc.terminate()
+        s.proc.wait(15)
+        assert time.monotonic() - t0 < 5, "clean stop took %.1fs" % (time.monotonic() - t0)
+    finally:
+        for so in socks:
+            so.close()
+    s.start(keep_ports=True)
