@@ -1,33 +1,41 @@
 #!/usr/bin/env bash
 # FUSE benchmark of `raftd --mount` (Release build, one member, loopback,
 # temp data dir): cached `cat` of a 100-byte key against the same loop on
-# tmpfs, `echo v > key` (one proposal per close) against sequential
+# tmpfs and on a minimal libfuse server (bench_fs_floor.c: the cost of the
+# FUSE round trips alone), `echo v > key` (one proposal per close) against sequential
 # keep-alive HTTP PUTs, and `ls` of a 10,000-key directory. Prints a
 # markdown table with the goals. Not part of CI (shared machine: run twice).
 #   tests/bench/bench_fs.sh        (configures and builds build/release)
 # Each rate is the median of ROUNDS runs, the two sides of a ratio taking
 # turns (fsync times on the shared disk drift by 2x within a minute).
-# Env: RAFTD=path (skip the build)  N_CAT=20000  N_WRITE=2000  N_LS=10000
-#      ROUNDS=3
+# Env: RAFTD=path (skip the build)  N_CAT=20000  N_WRITE=1000  N_LS=10000
+#      ROUNDS=5
 #      FS_OPTS=mount options (ETCFS_FS_OPTS, default none)  KEEP=1 keeps $out
 set -euo pipefail
 top=$(cd "$(dirname "$0")/../.." && pwd)
 here="$top/tests/bench"
 py=/usr/bin/python3
 n_cat=${N_CAT:-20000}
-n_write=${N_WRITE:-2000}
+n_write=${N_WRITE:-1000}
 n_ls=${N_LS:-10000}
-rounds=${ROUNDS:-3}
+rounds=${ROUNDS:-5}
 raftd=${RAFTD:-$top/build/release/raftd/raftd}
 out=$(mktemp -d /tmp/etcfs-bench-fs.XXXXXX)
 mnt="$out/mnt"
 tmpfs="$out/tmpfs"
-mkdir -p "$mnt" "$tmpfs"
+floor="$out/floor"
+mkdir -p "$mnt" "$tmpfs" "$floor"
 
 pid=""
+floor_pid=""
 tmpfs_mounted=""
 cleanup() {
     set +e
+    if [ -n "$floor_pid" ]; then
+        kill -TERM "$floor_pid" 2>/dev/null
+        wait "$floor_pid" 2>/dev/null
+    fi
+    mountpoint -q "$floor" && fusermount3 -u -z "$floor"
     if [ -n "$pid" ]; then
         kill -TERM "$pid" 2>/dev/null
         for _ in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
@@ -48,6 +56,10 @@ if [ -z "${RAFTD:-}" ]; then
 fi
 cc -O2 -Wall -Wextra -o "$out/tool" "$here/bench_fs_tool.c"
 tool="$out/tool"
+cc -O2 -Wall -Wextra $(pkg-config --cflags fuse3) -o "$out/floor-fs" \
+    "$here/bench_fs_floor.c" $(pkg-config --libs fuse3)
+"$out/floor-fs" "$floor" &
+floor_pid=$!
 
 # The tmpfs reference: a private tmpfs if we may mount one, else /dev/shm.
 if mount -t tmpfs -o size=16m tmpfs "$tmpfs" 2>/dev/null; then
@@ -90,14 +102,17 @@ value=$(printf 'v%.0s' $(seq 99))
 printf '%s\n' "$value" >"$mnt/cat"
 printf '%s\n' "$value" >"$ref"
 echo "== cat x $n_cat, $rounds rounds" >&2
-a=(); b=()
+for _ in $(seq 100); do [ -e "$floor/cat" ] && break; sleep 0.05; done
+a=(); b=(); c=()
 for _ in $(seq "$rounds"); do
     a+=("$("$tool" cat "$mnt/cat" "$n_cat")")
     b+=("$("$tool" cat "$ref" "$n_cat")")
+    c+=("$("$tool" cat "$floor/cat" "$n_cat")")
 done
-echo "   fs ${a[*]}  tmpfs ${b[*]}" >&2
+echo "   fs ${a[*]}  tmpfs ${b[*]}  floor ${c[*]}" >&2
 cat_fs=$(median "${a[@]}")
 cat_tmpfs=$(median "${b[@]}")
+cat_floor=$(median "${c[@]}")
 
 # (b) echo v > key (open O_TRUNC, 100 bytes, close) and HTTP PUT, both one
 # key, sequential, from the same C loop (the PUT on one keep-alive
@@ -151,6 +166,7 @@ Medians of $rounds rounds; the machine's load average at the end: $(cut -d' ' -f
 | what | raftd --mount | reference | ratio | goal |
 |---|---|---|---|---|
 | cat of an unchanged 100-byte key (open/read/close), ops/s | $cat_fs | tmpfs $cat_tmpfs | $(ratio "$cat_fs" "$cat_tmpfs") | >= 50% |
+| (same loop on a minimal libfuse server, the FUSE floor) | | $cat_floor | $(ratio "$cat_fs" "$cat_floor") | |
 | echo v > key (O_TRUNC, 100 B, close = 1 proposal), ops/s | $write_fs | HTTP PUT (same C loop, keep-alive) $put_http | $(ratio "$write_fs" "$put_http") | >= 80% |
 | (cross-check) wrk -t1 -c1 put.lua, req/s | | $put_wrk | $(ratio "$write_fs" "$put_wrk") | |
 | ls of $n_ls keys, first after loading, ms | $(ms "$ls_cold") | | | < 100 ms |
