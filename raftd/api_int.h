@@ -18,6 +18,8 @@ void api_message_error(struct raftd *n, struct http_request *req, int status,
 /* Every endpoint but /v2/keys. path is clean (no redirect needed). */
 void api_misc(struct raftd *n, struct http_request *req, const char *path);
 void api_metrics_count(struct raftd *n, const char *method);
+/* 1 if body is one valid JSON value by Go's rules (api_members.c). */
+int api_json_valid(const char *body, size_t len);
 /* POST/PUT/DELETE on /v2/members[/sub] (api_members.c). */
 void api_members_change(struct raftd *n, struct http_request *req,
                         const char *sub);

@@ -246,6 +246,12 @@ static int go_json_valid(const char *body, size_t len, char *msg,
     return 0;
 }
 
+int api_json_valid(const char *body, size_t len)
+{
+    char msg[128];
+    return go_json_valid(body, len, msg, sizeof(msg)) == 0;
+}
+
 /* ---- decoding {"peerURLs": [...]} ------------------------------------ */
 
 static const char *const go_struct_type =

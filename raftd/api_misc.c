@@ -158,8 +158,26 @@ static void api_auth_list(struct raftd *n, struct http_request *req,
     if (!api_allow(req, "GET,PUT,DELETE"))
         return;
     http_response_add_header(req, "X-Etcd-Cluster-Id", n->cluster_id_hex);
-    if (strcmp(req->method, "GET") != 0) {
-        api_message_error(n, req, 500, "auth is not supported by raftd");
+    if (strcmp(req->method, "PUT") == 0) {
+        /* etcd decodes the body first; a valid one would create or change
+         * a user or role, which raftd does not support. */
+        if (!api_json_valid(req->body, req->body_len))
+            api_message_error(n, req, 400, "Invalid JSON in request body.");
+        else
+            api_message_error(n, req, 500, "auth is not supported by raftd");
+        return;
+    }
+    if (strcmp(req->method, "DELETE") == 0) {
+        if (kind[0] == 'R' && strcmp(name, "root") == 0) {
+            api_message_error(n, req, 403,
+                              "auth: Cannot modify role root: is root role.");
+            return;
+        }
+        snprintf(msg, sizeof(msg),
+                 kind[0] == 'U' ? "auth: User %.500s does not exist"
+                                : "auth: Role %.500s doesn't exist.",
+                 name);
+        api_message_error(n, req, 404, msg);
         return;
     }
     if (kind[0] == 'R' && strcmp(name, "root") == 0) {
@@ -247,8 +265,14 @@ void api_misc(struct raftd *n, struct http_request *req, const char *path)
         if (!api_allow(req, "GET,PUT,DELETE"))
             return;
         http_response_add_header(req, "X-Etcd-Cluster-Id", n->cluster_id_hex);
-        if (strcmp(req->method, "GET") != 0) {
-            api_message_error(n, req, 500, "auth is not supported by raftd");
+        if (strcmp(req->method, "DELETE") == 0) {
+            api_message_error(n, req, 409, "auth: already disabled");
+            return;
+        }
+        if (strcmp(req->method, "PUT") == 0) {
+            api_message_error(n, req, 409,
+                              "auth: No root user available, please create "
+                              "one");
             return;
         }
         http_response_add_header(req, "Content-Type", "application/json");
