@@ -1131,7 +1131,6 @@ static int node_restore(struct raftd *n, const struct wal_options *wo)
         goto out;
     }
     n->snap_index = sm.index;
-    n->start_applied = hs.commit;
     raftd_logf(&n->log, RAFTD_LOG_INFO, "raftd",
                "restarting member %016llx in cluster %016llx at commit "
                "index %llu (%zu WAL entries)",
@@ -1267,7 +1266,6 @@ err_free:
 int raftd_start(struct raftd *n)
 {
     struct http_server_config hc;
-    raft_index commit;
     int rv;
 
     uv_timer_init(n->loop, &n->tick_timer);
@@ -1299,9 +1297,6 @@ int raftd_start(struct raftd *n)
      * advance does) fast-forward the clock: a cluster of one elects itself
      * at once instead of after a full election timeout. */
     node_process(n);
-    commit = raft_commit_index(n->raft);
-    if (commit > n->start_applied)
-        n->start_applied = commit;
     {
         struct raft_conf_state cs;
         raft_conf(n->raft, &cs);

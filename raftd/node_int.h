@@ -43,7 +43,6 @@ struct raftd_metrics {
     struct metrics_hist apply_latency;
     uint64_t proposals_committed;
     uint64_t proposals_failed;
-    uint64_t proposals_pending;
     uint64_t snapshots;
     uint64_t wal_batches;
     uint64_t wal_entries;
@@ -121,7 +120,6 @@ struct raftd {
     bool single_voter;      /* the configuration at start is just us */
     struct http_request **parked;
     size_t n_parked, cap_parked;
-    uint64_t start_applied; /* applied index after replay */
 
     /* Stats (/v2/stats/self, /v2/stats/leader). */
     int64_t start_time_ns;
