@@ -6,11 +6,11 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
 #include <uv.h>
 
 #include "raftd.h"
+#include "snap.h"
 #include "store.h"
 #include "test.h"
 
@@ -147,6 +147,11 @@ static int get_value(struct fixture *f, const char *path, char *out,
     return 0;
 }
 
+static void poll_timer_cb(uv_timer_t *t)
+{
+    (void)t;
+}
+
 static int make_dir(struct fixture *f)
 {
     memset(f, 0, sizeof(*f));
@@ -224,13 +229,30 @@ TEST(snapshot_then_restart)
         snprintf(key, sizeof(key), "/s/%d", i);
         ASSERT_OK(do_put(&f, key, key, 0, &res));
     }
-    /* Let the snapshot worker finish. */
-    for (int i = 0; i < 200; i++)
-        uv_run(&f.loop, UV_RUN_NOWAIT), usleep(1000);
+    /* The periodic snapshot (every 10 entries) lands on disk: poll the
+     * snapshot directory while the loop runs, with a deadline. */
+    {
+        struct snap_options so;
+        struct snap_id *ids = NULL;
+        size_t nids = 0;
+        uv_timer_t t;
+        snprintf(snapdir, sizeof(snapdir), "%s/d/member/snap", f.dir);
+        snap_options_init(&so);
+        so.dir = snapdir;
+        uv_timer_init(&f.loop, &t);
+        uv_timer_start(&t, poll_timer_cb, 5, 5);
+        for (int i = 0; i < 2000 && nids == 0; i++) {
+            uv_run(&f.loop, UV_RUN_ONCE);
+            free(ids);
+            ids = NULL;
+            if (snap_list(&so, &ids, &nids) != 0)
+                nids = 0;
+        }
+        free(ids);
+        uv_close((uv_handle_t *)&t, NULL);
+        snaps = nids > 0;
+    }
     fixture_stop(&f);
-    snprintf(snapdir, sizeof(snapdir), "ls %s/d/member/snap/*.snap "
-                                        ">/dev/null 2>&1", f.dir);
-    snaps = system(snapdir) == 0;
     ASSERT(snaps);
     ASSERT_OK(fixture_start(&f, "10"));
     for (int i = 0; i < 40; i++) {
@@ -240,11 +262,6 @@ TEST(snapshot_then_restart)
     }
     fixture_stop(&f);
     rm_rf(f.dir);
-}
-
-static void poll_timer_cb(uv_timer_t *t)
-{
-    (void)t;
 }
 
 static void read_cb(struct raftd_read_req *req, int status)
