@@ -826,6 +826,7 @@ static void ctx_free(struct fs_ctx *c)
             invalidate_path(fs, rel, l->seen_entry);
     }
     local_end(fs, l);
+    local_end(fs, c->local2);
     free(c->path);
     free(c->path2);
     free(c->buf);
@@ -1327,9 +1328,24 @@ static void op_rmdir(fuse_req_t req, fuse_ino_t parent, const char *name)
     remove_common(req, parent, name, true);
 }
 
+static void start_rename(struct fs_ctx *c);
+static void replace_dir_get_cb(void *arg, int status, const struct fs_meta *m,
+                               const void *value, size_t len);
+
 static void rename_cb(void *arg, int status, const struct fs_meta *meta)
 {
     struct fs_ctx *c = arg;
+    if (status == 105 && c->step == 0) {
+        /* The target exists and the store moves nothing onto it. POSIX
+         * replaces an empty directory by a directory: if the source is
+         * one, remove the target (only if empty) and rename again. */
+        char *sp = store_path(c->fs, c->path);
+        int rv = sp ? c->fs->ops->get(c->fs->data, sp, replace_dir_get_cb, c)
+                    : -ENOMEM;
+        free(sp);
+        ctx_check(c, rv);
+        return;
+    }
     int rv = fs_status_errno(status);
     if (rv == -ENOSYS)
         rv = -EXDEV; /* no atomic rename: let mv copy and delete */
@@ -1339,13 +1355,52 @@ static void rename_cb(void *arg, int status, const struct fs_meta *meta)
     ctx_free(c);
 }
 
+static void replace_dir_del_cb(void *arg, int status, const struct fs_meta *m)
+{
+    struct fs_ctx *c = arg;
+    if (status != 0) {
+        /* 108: not empty (POSIX allows ENOTEMPTY or EEXIST); 104: the
+         * target is a file, which a directory cannot replace. */
+        fuse_reply_err(c->req, -fs_status_errno(status));
+        ctx_free(c);
+        return;
+    }
+    c->step = 1;
+    start_rename(c);
+}
+
+static void replace_dir_get_cb(void *arg, int status, const struct fs_meta *m,
+                               const void *value, size_t len)
+{
+    struct fs_ctx *c = arg;
+    struct fs *fs = c->fs;
+    if (status != 0 || !m->dir) {
+        /* A file onto a directory (the kernel's stale view let it
+         * through): EISDIR; a source gone meanwhile: its error. */
+        fuse_reply_err(c->req, status != 0 ? -fs_status_errno(status)
+                                           : EISDIR);
+        ctx_free(c);
+        return;
+    }
+    char *sp = store_path(fs, c->path2);
+    int rv = -ENOMEM;
+    if (sp != NULL) {
+        /* Our own delete: its event must not be replayed as remote. */
+        c->local2 = local_begin(fs, sp, false);
+        rv = fs->ops->del(fs->data, sp, true, false, replace_dir_del_cb, c);
+    }
+    free(sp);
+    ctx_check(c, rv);
+}
+
 static void start_rename(struct fs_ctx *c)
 {
     struct fs *fs = c->fs;
     char *a = store_path(fs, c->path), *b = store_path(fs, c->path2);
     int rv = -ENOMEM;
     if (a != NULL && b != NULL) {
-        c->local = local_begin(fs, a, false);
+        if (c->local == NULL)
+            c->local = local_begin(fs, a, false);
         rv = fs->ops->rename(fs->data, a, b, rename_cb, c);
     }
     free(a);

@@ -125,6 +125,8 @@ struct fs_ctx {
     struct fs_fh *fh;
     struct fuse_file_info fi;
     struct fs_local *local;
+    struct fs_local *local2; /* rename over an empty directory: its rmdir */
+    int step;                /* rename: 1 once the target dir was removed */
 };
 
 /* One job for the notifier thread: invalidate an entry (parent, name) or

@@ -79,6 +79,40 @@ def test_rename_is_one_op_and_editor_save(fsm):
     assert sorted(os.listdir(fsm.path)) == ["b", "d2"]
 
 
+def test_rename_dir_over_empty_dir_replaces_it(fsm):
+    """POSIX rename(2): a directory replaces an empty directory (a delete
+    then the move: two indexes); a non-empty target is ENOTEMPTY and kept;
+    a file onto a directory EISDIR, a directory onto a file ENOTDIR."""
+    from fs_util import Inotify
+    os.makedirs(fsm.p("src", "sub"))
+    open(fsm.p("src", "sub", "f"), "w").write("deep")
+    os.mkdir(fsm.p("empty"))
+    os.mkdir(fsm.p("full"))
+    open(fsm.p("full", "x"), "w").write("1")
+    open(fsm.p("file"), "w").write("F")
+    ino = os.stat(fsm.p("src")).st_ino
+    ev = Inotify(fsm.path)
+    try:
+        before = int(xattr(fsm.p(".watch"), "user.etcd.index"))
+        os.rename(fsm.p("src"), fsm.p("empty"))
+        assert int(xattr(fsm.p(".watch"), "user.etcd.index")) == before + 2
+        assert open(fsm.p("empty", "sub", "f")).read() == "deep"
+        assert os.stat(fsm.p("empty")).st_ino == ino
+        assert not os.path.exists(fsm.p("src"))
+        seen = ev.wait(Inotify.IN_MOVED_TO | Inotify.IN_ISDIR, "empty")
+        seen += [(hex(m), n) for m, n in ev.backlog + ev.events(0.3)]
+        # The delete of the old target is the mount's own: no replay.
+        assert not [e for e in seen if int(e[0], 16) & Inotify.IN_DELETE], seen
+    finally:
+        ev.close()
+    assert errno_of(os.rename, fsm.p("empty"), fsm.p("full")) == errno.ENOTEMPTY
+    assert os.listdir(fsm.p("full")) == ["x"]
+    assert open(fsm.p("empty", "sub", "f")).read() == "deep"
+    assert errno_of(os.rename, fsm.p("file"), fsm.p("full")) == errno.EISDIR
+    assert errno_of(os.rename, fsm.p("full"), fsm.p("file")) == errno.ENOTDIR
+    assert sorted(os.listdir(fsm.path)) == ["empty", "file", "full"]
+
+
 def test_remote_changes_invalidate_kernel_caches(fsm_make):
     m = fsm_make("timeout=60")  # without invalidation, caches would hold 60 s
     os.mkdir(m.p("d"))

@@ -1,6 +1,7 @@
 # The raftd backend end to end: a one-member cluster with its tree mounted
 # in-process (raftd --mount DIR); the HTTP API and the mount are two views
 # of the same store.
+import errno
 import json
 import os
 import random
@@ -293,3 +294,22 @@ def test_raftd_local_and_http_writes_race_converge(fsm_raftd):
     want = json.loads(body)["node"]["value"]
     wait_for(lambda: os.stat(k).st_size == len(want), 3, "size of the last write")
     assert open(k).read() == want
+
+
+def test_raftd_rename_dir_over_empty_dir(fsm_raftd):
+    r = fsm_raftd
+    os.makedirs(r.p("src", "sub"))
+    open(r.p("src", "sub", "f"), "w").write("deep")
+    os.mkdir(r.p("dst"))
+    os.rename(r.p("src"), r.p("dst"))
+    st, body = http("GET", r.url + "/v2/keys/dst/sub/f")
+    assert st == 200 and json.loads(body)["node"]["value"] == "deep"
+    assert http("GET", r.url + "/v2/keys/src")[0] == 404
+    open(r.p("dst", "x"), "w").write("1")
+    os.mkdir(r.p("other"))
+    try:
+        os.rename(r.p("other"), r.p("dst"))
+        assert False, "rename onto a non-empty directory succeeded"
+    except OSError as e:
+        assert e.errno == errno.ENOTEMPTY
+    assert sorted(os.listdir(r.p("dst"))) == ["sub", "x"]
