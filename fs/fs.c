@@ -1359,14 +1359,39 @@ static void replace_dir_del_cb(void *arg, int status, const struct fs_meta *m)
 {
     struct fs_ctx *c = arg;
     if (status != 0) {
-        /* 108: not empty (POSIX allows ENOTEMPTY or EEXIST); 104: the
-         * target is a file, which a directory cannot replace. */
+        /* 108: hidden keys, or filled meanwhile. */
         fuse_reply_err(c->req, -fs_status_errno(status));
         ctx_free(c);
         return;
     }
     c->step = 1;
     start_rename(c);
+}
+
+static void replace_dir_list_cb(void *arg, int status,
+                                const struct fs_meta *meta,
+                                const struct fs_dirent *ents, size_t n_ents)
+{
+    struct fs_ctx *c = arg;
+    struct fs *fs = c->fs;
+    if (status == 0 && n_ents > 0)
+        status = 108;
+    if (status != 0) {
+        /* 104: the target is a file (a delete with dir=true would remove
+         * it); 108: not empty (POSIX allows ENOTEMPTY or EEXIST). */
+        fuse_reply_err(c->req, -fs_status_errno(status));
+        ctx_free(c);
+        return;
+    }
+    char *sp = store_path(fs, c->path2);
+    int rv = -ENOMEM;
+    if (sp != NULL) {
+        /* Our own delete: its event must not be replayed as remote. */
+        c->local2 = local_begin(fs, sp, false);
+        rv = fs->ops->del(fs->data, sp, true, false, replace_dir_del_cb, c);
+    }
+    free(sp);
+    ctx_check(c, rv);
 }
 
 static void replace_dir_get_cb(void *arg, int status, const struct fs_meta *m,
@@ -1383,12 +1408,8 @@ static void replace_dir_get_cb(void *arg, int status, const struct fs_meta *m,
         return;
     }
     char *sp = store_path(fs, c->path2);
-    int rv = -ENOMEM;
-    if (sp != NULL) {
-        /* Our own delete: its event must not be replayed as remote. */
-        c->local2 = local_begin(fs, sp, false);
-        rv = fs->ops->del(fs->data, sp, true, false, replace_dir_del_cb, c);
-    }
+    int rv = sp ? fs->ops->list(fs->data, sp, replace_dir_list_cb, c)
+                : -ENOMEM;
     free(sp);
     ctx_check(c, rv);
 }
