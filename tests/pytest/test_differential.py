@@ -177,7 +177,7 @@ class Gen:
             rel, wkey = r.choice(self.touched)
             q = {"wait": "true", "waitIndex": Idx(rel)}
             parent = wkey.rsplit("/", 1)[0]
-            if r.random() < 0.3 and "/_" not in wkey and parent.startswith(self.p):
+            if r.random() < 0.3 and parent.startswith(self.p):
                 wkey = parent
                 q["recursive"] = "true"
             return ("GET", wkey, q, None)

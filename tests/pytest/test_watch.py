@@ -227,3 +227,13 @@ def test_partial_request_then_hangup(server, c, uniq):
         s.close()
     assert c.put(uniq + "/after", value="1").status == 201
     assert c.get(uniq + "/after").status == 200
+
+
+def test_history_scan_includes_hidden_keys(c, uniq):
+    """etcd quirk kept: live notifications skip hidden keys below a
+    recursive watcher, but a waitIndex scan of the history does not."""
+    d = uniq + "/d"
+    i = c.put(d + "/_h", value="h").etcd_index
+    c.put(d + "/x", value="x")
+    r = c.get(d, wait="true", recursive="true", waitIndex=str(i))
+    check(r, 200, ev("set", node(d + "/_h", "h", i, i)))
