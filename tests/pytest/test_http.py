@@ -158,3 +158,25 @@ def test_client_vanishes_mid_request(make_server):
     finally:
         c.close()
     assert s.proc.poll() is None
+
+
+def test_pipelined_request_behind_a_parked_poll_waits_its_turn(server, c, uniq):
+    """Responses on one connection come in request order: a GET pipelined
+    behind a parked long poll is answered only after the poll is."""
+    s = socket.create_connection(("127.0.0.1", server.client_port), timeout=5)
+    try:
+        c.put(uniq + "/other", value="o")
+        s.sendall(b"GET /v2/keys" + uniq.encode() + b"/k?wait=true HTTP/1.1\r\nHost: x\r\n\r\n"
+                  b"GET /v2/keys" + uniq.encode() + b"/other HTTP/1.1\r\nHost: x\r\n\r\n")
+        rc = RawConn(0, sock=s)
+        assert rc.idle_for(0.3), "answered ahead of the parked poll: %r" % rc.buf
+        i = c.put(uniq + "/k", value="1").etcd_index
+        assert rc.read_head() == 200
+        first = json.loads(rc.read_body())
+        assert (first["action"], first["node"]["modifiedIndex"]) == ("set", i)
+        rc2 = RawConn(0, sock=s)
+        rc2.buf = rc.buf
+        assert rc2.read_head() == 200
+        assert json.loads(rc2.read_body())["node"]["value"] == "o"
+    finally:
+        s.close()
