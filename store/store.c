@@ -211,14 +211,24 @@ static void dir_unlink(struct snode *child)
     child->parent = NULL;
 }
 
-/* Replace old by nw in old's parent's table (same name). */
-static void dir_replace(struct snode *old, struct snode *nw)
+/* Put nw (same name as old) into old's slot of old's parent's table,
+ * found by probing from the name's hash as a lookup does: O(1) expected,
+ * not a scan of the table (which made set over an existing key cost
+ * O(children)). The slot is reused, so the table's layout, and with it
+ * the order of every hash-order walk, is as before the replacement.
+ * Returns the number of slots probed (the unit test bounds it). */
+uint32_t store_dir_replace(struct snode *old, struct snode *nw)
 {
     struct snode *d = old->parent;
-    for (uint32_t i = 0; i < d->u.d.cap; i++)
-        if (d->u.d.tab[i] == old)
-            d->u.d.tab[i] = nw;
+    uint32_t mask = d->u.d.cap - 1, probes = 1;
+    uint32_t i = name_hash(old->name, old->name_len) & mask;
+    while (d->u.d.tab[i] != old) {
+        i = (i + 1) & mask; /* old is in the table: the probe ends */
+        probes++;
+    }
+    d->u.d.tab[i] = nw;
     nw->parent = d;
+    return probes;
 }
 
 /* Full key of a node; "" for the root. Heap string or NULL. */
@@ -1270,7 +1280,7 @@ static int internal_create(struct store *s, const char *path, bool dir,
         goto out;
     }
     if (old) {
-        dir_replace(old, n);
+        store_dir_replace(old, n);
         old->parent = NULL;
         remove_tree(s, old, NULL, 0, NULL);
     }
@@ -1788,7 +1798,7 @@ static int do_rename(struct store *s, const char *oldc, const char *newc,
     }
     dir_unlink(n);
     if (t) {
-        dir_replace(t, m);
+        store_dir_replace(t, m);
         t->parent = NULL;
         remove_tree(s, t, NULL, 0, NULL);
     }

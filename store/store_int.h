@@ -108,6 +108,9 @@ void store_node_free_tree(struct snode *n);
 int store_dir_add(struct snode *d, struct snode *child);
 struct snode *store_dir_find(const struct snode *d, const char *name,
                              size_t len);
+/* Put nw in old's slot of old's parent (nw has old's name; old stays
+ * allocated, its parent pointer unchanged). Returns slots probed. */
+uint32_t store_dir_replace(struct snode *old, struct snode *nw);
 void heap_push(struct store *s, struct snode *n);
 
 /* Events (store.c). */
