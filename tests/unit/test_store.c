@@ -5,6 +5,7 @@
 #include <time.h>
 
 #include "store.h"
+#include "store_int.h" /* overwrite_large_dir counts table probes */
 #include "test.h"
 
 #define NOW 1795238566526208642LL /* 2026-11-21T05:22:46.526208642Z */
@@ -1077,6 +1078,108 @@ TEST(scale)
     store_free(s);
 }
 
+/* Set over an existing key in a large directory: etcd recreates the node
+ * (new createdIndex, prevNode = the old one), the listing stays complete
+ * and sorted, every key stays findable, and a snapshot of the result
+ * loads back equal. The replacement finds the old node's slot by hash:
+ * the probes summed over every child stay a small multiple of the child
+ * count (a scan of the table, as before, costs the table's size each). */
+TEST(overwrite_large_dir)
+{
+    enum { N = 100000 };
+    struct store *s = store_new();
+    char p[64], v[32];
+    for (int i = 0; i < N; i++) {
+        struct store_event *ev;
+        snprintf(p, sizeof(p), "/big/k%06d", i);
+        ASSERT_OK(store_set(s, p, false, "old", 3, 0, false, NOW, &ev, NULL));
+        ASSERT_EQ(ev->node.created_index, (uint64_t)i + 1);
+        store_event_unref(ev);
+    }
+    for (int i = 0; i < N; i++) {
+        struct store_event *ev;
+        snprintf(p, sizeof(p), "/big/k%06d", (int)((i * 7919LL) % N));
+        int len = snprintf(v, sizeof(v), "new%d", i);
+        ASSERT_OK(store_set(s, p, false, v, (size_t)len, 0, false, NOW, &ev,
+                            NULL));
+        uint64_t idx = (uint64_t)N + (uint64_t)i + 1;
+        ASSERT_EQ(ev->node.created_index, idx);
+        ASSERT_EQ(ev->node.modified_index, idx);
+        ASSERT(ev->prev_node != NULL);
+        ASSERT_EQ(ev->prev_node->created_index,
+                  (uint64_t)((i * 7919LL) % N) + 1);
+        ASSERT_STR_EQ(ev->prev_node->value, "old");
+        store_event_unref(ev);
+    }
+    /* Every key findable, with its new value and index. */
+    for (int i = 0; i < N; i += 997) {
+        struct store_event *ev;
+        snprintf(p, sizeof(p), "/big/k%06d", (int)((i * 7919LL) % N));
+        ASSERT_OK(store_get(s, p, false, false, NOW, &ev, NULL));
+        snprintf(v, sizeof(v), "new%d", i);
+        ASSERT_STR_EQ(ev->node.value, v);
+        ASSERT_EQ(ev->node.created_index, (uint64_t)N + (uint64_t)i + 1);
+        store_event_unref(ev);
+    }
+    struct store_event *ev;
+    ASSERT_OK(store_get(s, "/big", false, true, NOW, &ev, NULL));
+    ASSERT_EQ(ev->node.n_nodes, N);
+    for (size_t i = 1; i < ev->node.n_nodes; i++)
+        ASSERT(strcmp(ev->node.nodes[i - 1].key, ev->node.nodes[i].key) < 0);
+    store_event_unref(ev);
+    /* Rename onto an existing key of the same directory: the unlink of the
+     * source may shift the target's slot; the target is still replaced. */
+    ASSERT_OK(store_rename(s, "/big/k000000", "/big/k000001", NOW, &ev,
+                           NULL));
+    store_event_unref(ev);
+    struct store_error err = {0};
+    ASSERT_EQ(store_get(s, "/big/k000000", false, false, NOW, &ev, &err),
+              STORE_EV2);
+    ASSERT_EQ(err.code, STORE_ECODE_KEY_NOT_FOUND);
+    store_error_clear(&err);
+    ASSERT_OK(store_get(s, "/big/k000001", false, false, NOW, &ev, NULL));
+    ASSERT_STR_EQ(ev->node.value, "new0");
+    ASSERT_EQ(ev->node.created_index, (uint64_t)N + 1);
+    store_event_unref(ev);
+    ASSERT_OK(store_get(s, "/big", false, false, NOW, &ev, NULL));
+    ASSERT_EQ(ev->node.n_nodes, N - 1);
+    store_event_unref(ev);
+    /* Snapshot of the overwritten tree loads back equal. */
+    struct mem m = {0};
+    ASSERT_OK(store_save(s, mem_write, &m));
+    struct store *t = store_new();
+    m.off = 0;
+    ASSERT_OK(store_load(t, mem_read, &m));
+    char *a = dump(s), *b = dump(t);
+    ASSERT_STR_EQ(a, b);
+    free(a);
+    free(b);
+    free(m.p);
+    store_free(t);
+    /* Probe count: swap every child for a stand-in and back. */
+    struct snode *big = store_dir_find(s->root, "big", 3);
+    ASSERT(big != NULL && big->is_dir);
+    uint64_t probes = 0, kids = 0;
+    for (uint32_t i = 0; i < big->u.d.cap; i++) {
+        struct snode *c = big->u.d.tab[i];
+        if (c == NULL)
+            continue;
+        struct snode *x = store_node_alloc(c->name, c->name_len, false);
+        ASSERT(x != NULL);
+        probes += store_dir_replace(c, x);
+        ASSERT(big->u.d.tab[i] == x);
+        store_dir_replace(x, c);
+        ASSERT(big->u.d.tab[i] == c && c->parent == big);
+        free(x);
+        kids++;
+    }
+    ASSERT_EQ(kids, N - 1);
+    ASSERT_LE(probes, 4 * kids);
+    ASSERT_OK(store_delete(s, "/big", true, true, NOW, &ev, NULL));
+    store_event_unref(ev);
+    store_free(s);
+}
+
 TEST_MAIN(TEST_ENTRY(golden_session), TEST_ENTRY(golden_session2),
           TEST_ENTRY(error_table),
           TEST_ENTRY(ttl_refresh_golden), TEST_ENTRY(watch_expire_golden),
@@ -1084,4 +1187,5 @@ TEST_MAIN(TEST_ENTRY(golden_session), TEST_ENTRY(golden_session2),
           TEST_ENTRY(watch_many), TEST_ENTRY(post_in_order),
           TEST_ENTRY(dir_modified_index), TEST_ENTRY(only_hidden_children), TEST_ENTRY(snapshot_roundtrip), TEST_ENTRY(expire_same_after_snapshot),
           TEST_ENTRY(rename), TEST_ENTRY(apply_sync_and_methods),
-          TEST_ENTRY(depth_limit), TEST_ENTRY(scale))
+          TEST_ENTRY(depth_limit), TEST_ENTRY(scale),
+          TEST_ENTRY(overwrite_large_dir))
