@@ -25,6 +25,12 @@
  * connections stay small. */
 #define KEEP_BUF_MAX (64u << 10)
 #define GO_MAX_FORM_SIZE (10u << 20)
+/* cmux (in front of etcd's net/http) reads a connection's first line
+ * through a 4096-byte bufio.Reader: a longer line matches nothing. */
+#define CMUX_MAX_LINE 4096u
+/* After a POST, Go discards up to this many CR/LF bytes before the next
+ * request line (server.go, numLeadingCRorLF on a 4-byte peek). */
+#define GO_POST_CRLF_SKIP 4u
 
 struct list {
     struct list *prev, *next;
@@ -98,7 +104,9 @@ struct conn {
         reading : 1, writing : 1, notify_pending : 1, notified : 1,
         began : 1, chunked : 1, nobody : 1, lingering : 1, in_process : 1,
         nosock : 1, keep_alive : 1, shut : 1, is_form : 1,
-        form_too_large : 1;
+        form_too_large : 1, line_ok : 1, not_first : 1, after_post : 1,
+        bad_major : 1;
+    size_t line_scan; /* bytes of an unfinished request line scanned */
     char remote_addr[64];
     char form_err[HTTP_ERR_MSG_MAX];
 };
@@ -281,6 +289,13 @@ static int on_headers_complete(http_parser *p)
             h->val_len--;
             c->arena.p[h->val_off + h->val_len] = 0;
         }
+    }
+    if (c->bad_major) {
+        /* Go decides this after reading the headers (server.go). */
+        c->err_status = 505;
+        c->err_body = "505 HTTP Version Not Supported: unsupported protocol "
+                      "version";
+        return -1;
     }
     if (p->method == HTTP_CONNECT) {
         c->err_status = 400;
@@ -1083,6 +1098,96 @@ static void conn_flush(struct conn *c)
     c->writing = 1;
 }
 
+/* ---- the request line, Go's way ------------------------------------------ */
+
+enum line_verdict {
+    LINE_MORE,  /* no complete line yet */
+    LINE_OK,    /* give it to http-parser */
+    LINE_CLOSE, /* close without a word (cmux matched nothing) */
+    LINE_400,   /* net/http: 400 Bad Request */
+    LINE_431,   /* net/http: the line alone is over the header budget */
+};
+
+/* Go's validMethod: a non-empty RFC 7230 token. */
+static int go_valid_method(const char *m, size_t len)
+{
+    static const char extra[] = "!#$%&'*+-.^_`|~";
+    if (len == 0)
+        return 0;
+    for (size_t i = 0; i < len; i++) {
+        char ch = m[i];
+        if (!((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') ||
+              (ch >= '0' && ch <= '9') || (ch != 0 && strchr(extra, ch))))
+            return 0;
+    }
+    return 1;
+}
+
+/* Go 1.19's http.ParseHTTPVersion: "HTTP/1.1", "HTTP/1.0", or exactly
+ * "HTTP/" digit "." digit. Returns 0 and the major version in *major, or
+ * -1. */
+static int go_parse_version(const char *v, size_t len, int *major)
+{
+    if (len != 8 || memcmp(v, "HTTP/", 5) != 0 || v[6] != '.' ||
+        v[5] < '0' || v[5] > '9' || v[7] < '0' || v[7] > '9')
+        return -1;
+    *major = v[5] - '0';
+    return 0;
+}
+
+/* Checks the request line at the start of data (len bytes, not consumed
+ * yet) the way etcd's front end does before http-parser, which is far
+ * more lenient, sees it. The first request of a connection goes through
+ * cmux's HTTP1 matcher: a line that is not METHOD SP URI SP HTTP/1.x
+ * (split at the first two spaces, Go's version syntax) gets the
+ * connection closed without an answer. Later requests go straight to
+ * net/http: 400 for the same faults, and a well-formed version whose major
+ * is not 1 is answered 505 after the headers (c->bad_major). */
+static enum line_verdict line_check(struct conn *c, const char *data,
+                                    size_t len)
+{
+    size_t skip = 0;
+    if (c->after_post) {
+        while (skip < len && skip < GO_POST_CRLF_SKIP &&
+               (data[skip] == '\r' || data[skip] == '\n'))
+            skip++;
+    }
+    size_t from = c->line_scan > skip ? c->line_scan : skip;
+    const char *nl = from < len ? memchr(data + from, '\n', len - from)
+                                : NULL;
+    size_t limit = c->not_first ? c->srv->cfg.max_header_bytes
+                                : CMUX_MAX_LINE;
+    if (nl == NULL) {
+        c->line_scan = len;
+        if (len - skip < limit)
+            return LINE_MORE;
+        return c->not_first ? LINE_431 : LINE_CLOSE;
+    }
+    const char *line = data + skip;
+    size_t n = (size_t)(nl - line); /* without the LF */
+    if (n + 1 > limit)
+        return c->not_first ? LINE_431 : LINE_CLOSE;
+    if (n > 0 && line[n - 1] == '\r')
+        n--;
+    enum line_verdict bad = c->not_first ? LINE_400 : LINE_CLOSE;
+    const char *s1 = memchr(line, ' ', n);
+    if (s1 == NULL)
+        return bad;
+    const char *s2 = memchr(s1 + 1, ' ', n - (size_t)(s1 + 1 - line));
+    if (s2 == NULL)
+        return bad;
+    int major;
+    const char *ver = s2 + 1;
+    if (go_parse_version(ver, n - (size_t)(ver - line), &major) != 0)
+        return bad;
+    if (major != 1 && !c->not_first)
+        return LINE_CLOSE; /* cmux wants HTTP/1.x */
+    if (!go_valid_method(line, (size_t)(s1 - line)))
+        return LINE_400; /* cmux does not look: net/http does */
+    c->bad_major = major != 1;
+    return LINE_OK;
+}
+
 static void dispatch(struct conn *c)
 {
     int rv = finalize_request(c);
@@ -1094,6 +1199,8 @@ static void dispatch(struct conn *c)
         return;
     }
     c->busy = 1;
+    c->not_first = 1;
+    c->after_post = c->parser.method == HTTP_POST;
     c->srv->dispatched++;
     list_remove(&c->timed);
     c->in_handler = 1;
@@ -1112,12 +1219,30 @@ static size_t conn_parse(struct conn *c, const char *data, size_t len)
             break; /* the client does not read: stop taking requests */
         if (HTTP_PARSER_ERRNO(&c->parser) == HPE_PAUSED)
             http_parser_pause(&c->parser, 0);
+        if (!c->line_ok) {
+            enum line_verdict v = line_check(c, data + done, len - done);
+            if (v == LINE_MORE && c->rd_eof)
+                v = LINE_CLOSE; /* Go: EOF mid-line is no request */
+            if (v == LINE_MORE)
+                break;
+            c->line_scan = 0;
+            if (v != LINE_OK) {
+                if (v == LINE_400)
+                    send_error(c, 400, NULL, NULL);
+                else if (v == LINE_431)
+                    send_error(c, 431, NULL, NULL);
+                c->close_after = 1;
+                return len;
+            }
+            c->line_ok = 1;
+        }
         size_t n = http_parser_execute(&c->parser, &parser_settings,
                                        data + done, len - done);
         done += n;
         enum http_errno e = HTTP_PARSER_ERRNO(&c->parser);
         if (c->msg_done) {
             c->msg_done = 0;
+            c->line_ok = 0; /* the next request's line is checked anew */
             dispatch(c);
             continue;
         }

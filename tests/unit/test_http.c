@@ -649,12 +649,37 @@ TEST(malformed_400_then_server_still_serves)
     struct http_server_config cfg = {.max_header_bytes = 2048};
     ASSERT_OK(fx_start(&f, &cfg));
     ASSERT_OK(cli_open(&c, f.port));
+    /* etcd (cmux) closes on a first line that is no HTTP/1.x request. */
     ASSERT_OK(cli_sends(&c, "GARBAGE\r\n\r\n"));
+    ASSERT(cli_wait_eof(&c));
+    ASSERT_EQ(c.len, 0);
+    cli_close(&c);
+
+    /* A later request on the connection gets net/http's 400. */
+    ASSERT_OK(cli_open(&c, f.port));
+    ASSERT_OK(cli_sends(&c, "GET /hello HTTP/1.1\r\nHost: x\r\n\r\n"
+                            "GARBAGE\r\n\r\n"));
+    ASSERT_GT(cli_response(&c, r, sizeof(r)), 0);
+    ASSERT(strncmp(r, "HTTP/1.1 200 OK\r\n", 17) == 0);
     ASSERT_GT(cli_response(&c, r, sizeof(r)), 0);
     ASSERT_STR_EQ(r, "HTTP/1.1 400 Bad Request\r\n"
                      "Content-Type: text/plain; charset=utf-8\r\n"
                      "Connection: close\r\n\r\n400 Bad Request");
     ASSERT(cli_wait_eof(&c));
+    cli_close(&c);
+
+    /* A first line sent in pieces is waited for; EOF in the middle of it
+     * closes without an answer. */
+    ASSERT_OK(cli_open(&c, f.port));
+    ASSERT_OK(cli_sends(&c, "GET /hel"));
+    ASSERT_EQ(cli_fill(&c, 100), -1); /* nothing yet, still open */
+    ASSERT_OK(cli_sends(&c, "lo HTTP/1.1\r\nHost: x\r\n\r\n"));
+    ASSERT_GT(cli_response(&c, r, sizeof(r)), 0);
+    ASSERT(strncmp(r, "HTTP/1.1 200 OK\r\n", 17) == 0);
+    ASSERT_OK(cli_sends(&c, "GET /hel"));
+    ASSERT_OK(shutdown(c.fd, SHUT_WR));
+    ASSERT(cli_wait_eof(&c));
+    ASSERT_EQ(c.len, 0);
     cli_close(&c);
 
     ASSERT_OK(cli_open(&c, f.port));
@@ -1019,8 +1044,6 @@ TEST(go_error_answers)
                       "HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain; "
                       "charset=utf-8\r\nConnection: close\r\n\r\n"
                       "400 Bad Request"));
-    ASSERT(raw_answer("GET /a b HTTP/1.1\r\nHost: x\r\n\r\n",
-                      "HTTP/1.1 400 Bad Request\r\n"));
     ASSERT(raw_answer("CONNECT h:1 HTTP/1.1\r\nHost: x\r\n\r\n",
                       "HTTP/1.1 400 Bad Request\r\n"));
     ASSERT(raw_answer("GET / HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\n"
@@ -1041,6 +1064,159 @@ TEST(go_error_answers)
     http_buf_free(&out);
     ASSERT(bad != NULL);
 }
+
+/* Feeds raw to a fresh connection; checks how many requests reached the
+ * handler and the status lines written, in order (NULL: no more; first
+ * NULL: nothing written at all, the connection just closed). */
+static int line_case(const char *raw, int handled, const char *st1,
+                     const char *st2)
+{
+    struct capture cp;
+    struct http_server_config cfg = {.handler = cap_handler, .data = &cp};
+    struct http_buf out = {0};
+    int n = http_parse_for_test(&cfg, raw, strlen(raw), &out);
+    int ok = n == handled && http_buf_append(&out, "", 1) == 0;
+    const char *want[2] = {st1, st2};
+    const char *at = out.p;
+    size_t nst = 0;
+    for (const char *q = out.p; ok && (q = strstr(q, "HTTP/1.")) != NULL;
+         q++)
+        nst++;
+    for (int i = 0; ok && i < 2 && want[i] != NULL; i++) {
+        at = strstr(at, want[i]);
+        ok = at != NULL && (i > 0 || at == out.p);
+        if (ok)
+            at += strlen(want[i]);
+    }
+    ok = ok && nst == (size_t)(st1 != NULL) + (size_t)(st2 != NULL);
+    if (!ok)
+        fprintf(stderr, "case %.40s: handled %d, got: %.*s\n", raw, n,
+                (int)out.len, out.p ? out.p : "");
+    http_buf_free(&out);
+    return ok;
+}
+
+#define OK_1 "HTTP/1.1 200 OK\r\n"
+#define BAD_400                                                                \
+    "HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain; "                \
+    "charset=utf-8\r\nConnection: close\r\n\r\n400 Bad Request"
+#define VER_505                                                                \
+    "HTTP/1.1 505 HTTP Version Not Supported: unsupported protocol "          \
+    "version\r\nContent-Type: text/plain; charset=utf-8\r\nConnection: "     \
+    "close\r\n\r\n505 HTTP Version Not Supported: unsupported protocol "     \
+    "version"
+#define H "Host: x\r\n"
+#define GOOD "GET /a HTTP/1.1\r\n" H "\r\n"
+
+/* What etcd 3.4.23 does with each line (measured over raw sockets): the
+ * first line of a connection passes cmux's HTTP/1.x matcher or the
+ * connection is closed without a byte; later lines get net/http's 400, or
+ * 505 for a version it parses but does not serve. */
+TEST(request_line_first_closes_silently)
+{
+    static const char *const closes[] = {
+        "GET /v2/keys/ HTTP/9.9\r\n" H "\r\n",
+        "GET /v2/keys/ HTTP/2.0\r\n" H "\r\n",
+        "GET /v2/keys/ HTTP/0.9\r\n" H "\r\n",
+        "GET  /v2/keys/ HTTP/1.1\r\n" H "\r\n",
+        "GET /v2/keys/  HTTP/1.1\r\n" H "\r\n",
+        " GET /v2/keys/ HTTP/1.1\r\n" H "\r\n",
+        "GET /v2/keys/\r\n\r\n",
+        "GET /v2/keys/\r\n" H "\r\n",
+        "GET\t/v2/keys/ HTTP/1.1\r\n" H "\r\n",
+        "GET /v2/keys/\tHTTP/1.1\r\n" H "\r\n",
+        "GET /v2/keys/ http/1.1\r\n" H "\r\n",
+        "GET /v2/keys/ HTTP/1.10\r\n" H "\r\n",
+        "GET /v2/keys/ HTTP/01.1\r\n" H "\r\n",
+        "GET /v2/keys/ HTTP/+1.1\r\n" H "\r\n",
+        "GET /v2/keys/ HTTP/1\r\n" H "\r\n",
+        "GET /v2/keys/ HTTP/1.1 \r\n" H "\r\n",
+        "GET /v2/keys/ HTTP/1.1x\r\n" H "\r\n",
+        "GET /v2/keys/ HTTP/1.1\rHost: x\r\n\r\n",
+        "GET /a b HTTP/1.1\r\n" H "\r\n",
+        "\r\nGET /v2/keys/ HTTP/1.1\r\n" H "\r\n",
+        "GARBAGE\r\n\r\n",
+        "GET\r\n\r\n",
+        "GET /v2/keys/ HTTP/1.1", /* no end of line before EOF */
+    };
+    for (size_t i = 0; i < sizeof(closes) / sizeof(closes[0]); i++)
+        ASSERT(line_case(closes[i], 0, NULL, NULL));
+    /* cmux does not look at the method; net/http's validMethod does. */
+    ASSERT(line_case("G\x01T /a HTTP/1.1\r\n" H "\r\n", 0, BAD_400, NULL));
+    ASSERT(line_case("G(T /a HTTP/1.1\r\n" H "\r\n", 0, BAD_400, NULL));
+    /* Go accepts these. */
+    ASSERT(line_case("GET /a HTTP/1.2\r\n" H "\r\n", 1, OK_1, NULL));
+    ASSERT(line_case("GET /a HTTP/1.1\n" H "\n", 1, OK_1, NULL));
+    ASSERT(line_case("GET /a HTTP/1.0\r\n\r\n", 1, "HTTP/1.0 200 OK\r\n",
+                     NULL));
+    /* cmux's line buffer is 4096 bytes, LF included. */
+    char line[4200];
+    size_t pre = strlen("GET /"), post = strlen(" HTTP/1.1\r\n");
+    for (int extra = 0; extra < 2; extra++) {
+        size_t ulen = 4096 - pre - post + (size_t)extra;
+        memcpy(line, "GET /", pre);
+        memset(line + pre, 'a', ulen);
+        strcpy(line + pre + ulen, " HTTP/1.1\r\n" H "\r\n");
+        ASSERT(line_case(line, extra ? 0 : 1, extra ? NULL : OK_1, NULL));
+    }
+}
+
+TEST(request_line_later_400_or_505)
+{
+    ASSERT(line_case(GOOD "GET /v2/keys/ HTTP/9.9\r\n" H "\r\n", 1, OK_1,
+                     VER_505));
+    ASSERT(line_case(GOOD "GET /v2/keys/ HTTP/0.9\r\n" H "\r\n", 1, OK_1,
+                     VER_505));
+    ASSERT(line_case(GOOD "GET /v2/keys/ HTTP/2.0\r\n" H "\r\n", 1, OK_1,
+                     VER_505));
+    /* 505 is decided after the headers: a bad header is a 400 first. */
+    ASSERT(line_case(GOOD "GET /v2/keys/ HTTP/9.9\r\n" H "Bad\r\n\r\n", 1,
+                     OK_1, BAD_400));
+    static const char *const bad[] = {
+        "GET  /v2/keys/ HTTP/1.1\r\n" H "\r\n",
+        "GET /v2/keys/\r\n" H "\r\n",
+        "GET\t/v2/keys/ HTTP/1.1\r\n" H "\r\n",
+        "GET /v2/keys/ http/1.1\r\n" H "\r\n",
+        "GET /v2/keys/ HTTP/1.10\r\n" H "\r\n",
+        "G\x01T /v2/keys/ HTTP/1.1\r\n" H "\r\n",
+        "\r\nGET /v2/keys/ HTTP/1.1\r\n" H "\r\n", /* only after a POST */
+        "GARBAGE\r\n\r\n",
+    };
+    char raw[256];
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        snprintf(raw, sizeof(raw), "%s%s", GOOD, bad[i]);
+        ASSERT(line_case(raw, 1, OK_1, BAD_400));
+    }
+    /* After a POST Go drops up to 4 CR/LF bytes before the next line. */
+#define POST0 "POST /p HTTP/1.1\r\n" H "Content-Length: 0\r\n\r\n"
+    ASSERT(line_case(POST0 "\r\n" GOOD, 2, OK_1, OK_1));
+    ASSERT(line_case(POST0 "\r\n\r\n" GOOD, 2, OK_1, OK_1));
+    ASSERT(line_case(POST0 "\r\n\r\n\r\n" GOOD, 1, OK_1, BAD_400));
+#undef POST0
+    /* A later line is bounded by the header budget (431), not 4096. */
+    char big[6000];
+    size_t glen = strlen(GOOD);
+    memcpy(big, GOOD "GET /", glen + 5);
+    memset(big + glen + 5, 'a', 4500);
+    strcpy(big + glen + 5 + 4500, " HTTP/1.1\r\n" H "\r\n");
+    ASSERT(line_case(big, 2, OK_1, OK_1));
+    struct capture cp;
+    struct http_server_config cfg = {
+        .handler = cap_handler, .data = &cp, .max_header_bytes = 1024};
+    struct http_buf out = {0};
+    big[glen + 5 + 2000] = 0; /* no end of line within the budget */
+    ASSERT_EQ(http_parse_for_test(&cfg, big, strlen(big), &out), 1);
+    ASSERT(http_buf_append(&out, "", 1) == 0);
+    int got431 = strstr(out.p, "HTTP/1.1 431 Request Header Fields Too "
+                               "Large\r\n") != NULL;
+    http_buf_free(&out);
+    ASSERT(got431);
+}
+#undef OK_1
+#undef BAD_400
+#undef VER_505
+#undef H
+#undef GOOD
 
 TEST(go_quote_and_helpers)
 {
@@ -1129,5 +1305,7 @@ TEST_MAIN(TEST_ENTRY(simple_request_go_format), TEST_ENTRY(keep_alive_and_http10
           TEST_ENTRY(idle_timeout_spares_parked),
           TEST_ENTRY(form_over_10mb_is_go_error), TEST_ENTRY(go_decoding_rules),
           TEST_ENTRY(go_error_answers),
+          TEST_ENTRY(request_line_first_closes_silently),
+          TEST_ENTRY(request_line_later_400_or_505),
           TEST_ENTRY(go_quote_and_helpers), TEST_ENTRY(url_parse),
           TEST_ENTRY(listen_ipv6_and_localhost))
