@@ -405,7 +405,9 @@ static struct store_event *event_new(enum store_action action,
     return ev;
 }
 
-/* etcd's expirationAndTTL: ttl = ceil((expire - now) / 1s). */
+/* etcd's expirationAndTTL: ttl = ceil((expire - now) / 1s), the
+ * difference saturating as Go's time.Sub does (a loaded image or a caller's
+ * clock may put the two far apart). */
 static void exp_ttl(const struct snode *n, int64_t now, int64_t *expiration,
                     int64_t *ttl)
 {
@@ -414,7 +416,9 @@ static void exp_ttl(const struct snode *n, int64_t now, int64_t *expiration,
         *ttl = 0;
         return;
     }
-    int64_t d = n->expire - now;
+    int64_t d;
+    if (__builtin_sub_overflow(n->expire, now, &d))
+        d = n->expire < now ? INT64_MIN : INT64_MAX;
     int64_t t = d / 1000000000LL;
     if (d % 1000000000LL > 0)
         t++;

@@ -1180,6 +1180,22 @@ TEST(overwrite_large_dir)
     store_free(s);
 }
 
+/* The TTL shown is ceil((expire - now) / 1s) with the difference saturating
+ * as Go's time.Sub: an expiry and a clock far apart (a loaded image, a
+ * caller's odd clock) give Duration's bounds, not signed overflow. */
+TEST(ttl_saturates)
+{
+    struct store *s = store_new();
+    struct store_event *ev;
+    ASSERT_OK(store_set(s, "/far", false, "v", 1, INT64_MAX, false, NOW, &ev,
+                        NULL));
+    store_event_unref(ev);
+    ASSERT_OK(store_get(s, "/far", false, false, -NOW, &ev, NULL));
+    ASSERT_EQ(ev->node.ttl, INT64_MAX / SEC + 1);
+    store_event_unref(ev);
+    store_free(s);
+}
+
 TEST_MAIN(TEST_ENTRY(golden_session), TEST_ENTRY(golden_session2),
           TEST_ENTRY(error_table),
           TEST_ENTRY(ttl_refresh_golden), TEST_ENTRY(watch_expire_golden),
@@ -1188,4 +1204,4 @@ TEST_MAIN(TEST_ENTRY(golden_session), TEST_ENTRY(golden_session2),
           TEST_ENTRY(dir_modified_index), TEST_ENTRY(only_hidden_children), TEST_ENTRY(snapshot_roundtrip), TEST_ENTRY(expire_same_after_snapshot),
           TEST_ENTRY(rename), TEST_ENTRY(apply_sync_and_methods),
           TEST_ENTRY(depth_limit), TEST_ENTRY(scale),
-          TEST_ENTRY(overwrite_large_dir))
+          TEST_ENTRY(overwrite_large_dir), TEST_ENTRY(ttl_saturates))
