@@ -1,7 +1,6 @@
 # Black-box test harness: starts raftd or real etcd on free loopback ports,
 # talks HTTP/1.1 to it (keep-alive, raw bytes kept for exact comparison) and
 # tears everything down. Shared by every tests/pytest/test_*.py.
-import errno
 import http.client
 import json
 import os
@@ -102,7 +101,6 @@ class Server:
         return "http://127.0.0.1:%d" % self.client_port
 
     def argv(self):
-        c, p = self.client_port, self.peer_port
         if self.kind == "etcd":
             argv = [ETCD_BIN, "--enable-v2=true"]
         else:
@@ -318,7 +316,7 @@ class Client:
                 r = self.conn.getresponse()
                 data = r.read()
             except (http.client.RemoteDisconnected, BrokenPipeError,
-                    ConnectionResetError) as e:
+                    ConnectionResetError):
                 self.close()
                 if fresh or attempt:
                     raise

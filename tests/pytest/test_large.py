@@ -1,7 +1,6 @@
 # Size and backpressure: a multi-megabyte listing comes back whole and
 # exact; a stream watcher that never reads cannot stall the server for
 # everyone else.
-import json
 import socket
 import threading
 
