@@ -79,6 +79,9 @@ for kind in $only; do
     start "$kind" "$dir"
     $py "$tool" serving "$url" / "$t0" 60 >/dev/null
     $py "$tool" load "$url" "$keys"
+    # let a snapshot triggered by the load (default --snapshot-count 100000)
+    # finish, so both servers are measured at rest
+    sleep 3
     rss_kb=$(awk '/^VmRSS:/ {print $2}' "/proc/$pid/status")
     echo "$kind rss_200k_mb $(awk -v k="$rss_kb" 'BEGIN{printf "%.1f", k/1024}')" | tee -a "$results" >&2
     stop
