@@ -12,6 +12,47 @@ static void json_reply(struct http_request *req, int status,
     http_respond(req, status, b->data, b->len);
 }
 
+/* The inside of the "clientURLs" JSON array another member published
+ * (node_publish writes {"name":..,"clientURLs":[..]} to
+ * /_etcfs/members/<id>/attributes through the log, as etcd publishes its
+ * attributes), appended to out; nothing if not published yet. */
+static void member_client_urls_json(struct raftd *n, uint64_t id,
+                                    struct store_buf *out)
+{
+    char path[96];
+    struct store_event *ev = NULL;
+    struct store_error err;
+    const char *v, *end, *p;
+    bool in_str = false;
+
+    snprintf(path, sizeof(path), "/_etcfs/members/%llx/attributes",
+             (unsigned long long)id);
+    memset(&err, 0, sizeof(err));
+    if (store_read(n->store, path, false, node_now_ns(), &ev, &err) != 0) {
+        store_error_clear(&err);
+        return;
+    }
+    v = ev->node.value;
+    if (v != NULL && (p = strstr(v, "\"clientURLs\":[")) != NULL) {
+        p += 14;
+        end = v + ev->node.value_len;
+        for (const char *q = p; q < end; q++) {
+            if (in_str && *q == '\\') {
+                q++;
+                continue;
+            }
+            if (*q == '"')
+                in_str = !in_str;
+            else if (!in_str && *q == ']') {
+                store_buf_append(out, p, (size_t)(q - p));
+                break;
+            }
+        }
+    }
+    store_event_unref(ev);
+    store_error_clear(&err);
+}
+
 /* One member as httptypes.Member. */
 static int member_json(struct raftd *n, struct store_buf *b,
                        const struct raftd_member_cfg *m, bool self)
@@ -38,6 +79,8 @@ static int member_json(struct raftd *n, struct store_buf *b,
     }
     if (rv == 0)
         rv = store_buf_append(b, "],\"clientURLs\":[", 16);
+    if (!self && rv == 0)
+        member_client_urls_json(n, m->id, b);
     for (size_t i = 0; self && rv == 0 && i < cfg->advertise_client_urls.n;
          i++) {
         const char *u = cfg->advertise_client_urls.v[i];
@@ -200,14 +243,45 @@ void api_misc(struct raftd *n, struct http_request *req, const char *path)
     } else if (strncmp(path, "/v2/members/", 12) == 0) {
         api_members(n, req, path + 12);
     } else if (strcmp(path, "/v2/machines") == 0) {
-        const struct raftd_urls *u = &n->cfg->advertise_client_urls;
+        /* Every member's client URLs, in member order; another member's
+         * as it published them (the JSON strings, quotes dropped: URLs
+         * are validated and need no unescaping). */
+        const struct raftd_member_cfg *ms;
+        struct raftd_member_cfg self_buf;
+        struct store_buf tmp;
+        size_t count;
+        bool first = true;
         if (!api_allow(req, "GET,HEAD"))
             return;
-        for (size_t i = 0; i < u->n; i++) {
-            if (i)
-                store_buf_append(b, ", ", 2);
-            store_buf_append(b, u->v[i], strlen(u->v[i]));
+        members_list(n, &ms, &count, &self_buf);
+        store_buf_init(&tmp);
+        for (size_t k = 0; k < count; k++) {
+            if (ms[k].id == n->member_id) {
+                const struct raftd_urls *u = &n->cfg->advertise_client_urls;
+                for (size_t i = 0; i < u->n; i++) {
+                    if (!first)
+                        store_buf_append(b, ", ", 2);
+                    first = false;
+                    store_buf_append(b, u->v[i], strlen(u->v[i]));
+                }
+                continue;
+            }
+            tmp.len = 0;
+            member_client_urls_json(n, ms[k].id, &tmp);
+            for (size_t i = 0; i < tmp.len; i++) {
+                size_t j;
+                if (tmp.data[i] != '"')
+                    continue;
+                for (j = i + 1; j < tmp.len && tmp.data[j] != '"'; j++)
+                    ;
+                if (!first)
+                    store_buf_append(b, ", ", 2);
+                first = false;
+                store_buf_append(b, tmp.data + i + 1, j - i - 1);
+                i = j;
+            }
         }
+        store_buf_free(&tmp);
         http_respond(req, 200, b->data, b->len);
     } else if (strcmp(path, "/v2/stats/store") == 0) {
         if (!api_allow(req, "GET"))

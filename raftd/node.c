@@ -178,6 +178,14 @@ static const char *const method_names[] = {"PUT",  "POST", "DELETE", "QGET",
 static void node_publish(struct raftd *n);
 static void node_kick(struct raftd *n);
 
+/* A single voter publishes once it leads; a member of a larger cluster as
+ * soon as it knows a leader (the publish is forwarded to it). */
+static bool node_can_publish(const struct raftd *n)
+{
+    return n->single_voter ? raft_role(n->raft) == RAFT_LEADER
+                           : raft_leader(n->raft) != 0;
+}
+
 /* Encode r as a raftd Request with id and time, and propose it. */
 static int node_propose(struct raftd *n, const struct store_request *r,
                         uint64_t id, int64_t now)
@@ -229,7 +237,9 @@ static int node_propose(struct raftd *n, const struct store_request *r,
             return -ENOMEM;
     }
     etcfs__request__pack(&pb, buf);
-    rv = raft_propose(n->raft, RAFT_ENTRY_NORMAL, buf, len, NULL, NULL);
+    /* On the leader this is raft_propose(); a follower sends it to the
+     * leader, and the waiter matches the applied entry by request id. */
+    rv = raft_forward(n->raft, RAFT_ENTRY_NORMAL, buf, len);
     if (buf != stackbuf)
         free(buf);
     return rv;
@@ -245,7 +255,7 @@ int raftd_write(struct raftd *n, struct raftd_write_req *req,
         return -EIO;
     /* Our attribute entries go before any client write, as in etcd
      * (whose member publishes before it serves clients). */
-    if (!n->published && raft_role(n->raft) == RAFT_LEADER)
+    if (!n->published && node_can_publish(n))
         node_publish(n);
     req->id_ = ++n->next_req_id;
     req->cb_ = cb;
@@ -285,7 +295,8 @@ static void node_propose_internal(struct raftd *n,
                                   const struct store_request *r)
 {
     int rv = node_propose(n, r, 0, node_now_ns());
-    if (rv == 0 && r->method != STORE_METHOD_SYNC)
+    if (rv == 0 && r->method != STORE_METHOD_SYNC &&
+        raft_role(n->raft) == RAFT_LEADER)
         n->publish_index = raft_last_index(n->raft);
     if (rv == 0)
         node_kick(n);
@@ -331,8 +342,9 @@ static void node_publish(struct raftd *n)
     r.path = path;
     r.val = b.data;
     r.val_len = b.len;
+    n->publish_ns = node_now_ns();
     node_propose_internal(n, &r);
-    if (n->fresh) {
+    if (n->fresh && raft_role(n->raft) == RAFT_LEADER) {
         r.path = "/_etcfs/version";
         r.val = RAFTD_CLUSTER_VERSION;
         r.val_len = strlen(RAFTD_CLUSTER_VERSION);
@@ -362,16 +374,50 @@ struct node_batch {
     bool has_rd;
 };
 
-/* Hand messages to the peer transport. A cluster of one sends none; with
- * peers, this is where the transport plugs in (next issue). Until then a
- * message to another member is dropped, which Raft tolerates. */
+/* Hand messages to the peer transport (peer.c), which writes them at the
+ * end of this loop turn. A cluster of one sends none. A message the
+ * transport cannot take (peer down, queue full) is dropped and the peer
+ * reported unreachable, which Raft tolerates (it probes again). Snapshots
+ * are not streamed yet: the leader is told the send failed. */
 static void node_send(struct raftd *n, const struct raft_message *msgs,
                       size_t count)
 {
-    for (size_t i = 0; i < count; i++)
-        raftd_logf(&n->log, RAFTD_LOG_DEBUG, "raft",
-                   "no transport: dropped message type %d to %llx",
-                   (int)msgs[i].type, (unsigned long long)msgs[i].to);
+    for (size_t i = 0; i < count; i++) {
+        const struct raft_message *m = &msgs[i];
+        int rv;
+        if (n->peers == NULL || m->to == n->member_id) {
+            raftd_logf(&n->log, RAFTD_LOG_DEBUG, "raft",
+                       "no transport: dropped message type %d to %llx",
+                       (int)m->type, (unsigned long long)m->to);
+            continue;
+        }
+        if (m->type == RAFT_MSG_SNAPSHOT) {
+            raftd_logf(&n->log, RAFTD_LOG_WARN, "raft",
+                       "peer %llx needs snapshot %llu: snapshot streaming "
+                       "is not implemented",
+                       (unsigned long long)m->to,
+                       (unsigned long long)m->snapshot.index);
+            raft_report_snapshot(n->raft, m->to, false);
+            continue;
+        }
+        rv = peer_transport_send(n->peers, m);
+        if (rv != 0)
+            raft_report_unreachable(n->raft, m->to);
+        else if (m->type == RAFT_MSG_APPEND)
+            n->send_append_cnt++;
+    }
+}
+
+/* A message from a peer (peer.c). */
+static void node_recv(void *data, const struct raft_message *m)
+{
+    struct raftd *n = data;
+    if (n->closing)
+        return;
+    if (m->type == RAFT_MSG_APPEND)
+        n->recv_append_cnt++;
+    raft_step(n->raft, m);
+    node_kick(n);
 }
 
 static void node_batch_cb(struct wal_append_req *req, int status)
@@ -392,9 +438,11 @@ static void node_batch_cb(struct wal_append_req *req, int status)
         metrics_observe(&n->metrics.fsync_latency, mono_s() - b->start);
         if (b->persist_index)
             raft_persisted(n->raft, b->persist_index, b->persist_term);
-        if (b->has_rd)
+        if (b->has_rd) {
             node_send(n, b->rd.messages_after_persist,
                       b->rd.n_messages_after_persist);
+            peer_transport_flush(n->peers);
+        }
     }
     if (b->has_rd)
         raft_ready_free(&b->rd);
@@ -596,6 +644,12 @@ static void node_apply_one(struct raftd *n, const struct raft_entry *e)
     sr.time = rq->has_time ? rq->time : 0;
     sr.new_path = rq->new_path;
     rv = store_apply(n->store, &sr, sr.time, &ev, &err);
+    if (!n->publish_applied && sr.time >= n->start_time_ns &&
+        strncmp(sr.path, "/_etcfs/members/", 16) == 0 &&
+        strncmp(sr.path + 16, n->member_id_hex,
+                strlen(n->member_id_hex)) == 0 &&
+        strcmp(sr.path + 16 + strlen(n->member_id_hex), "/attributes") == 0)
+        n->publish_applied = true;
     if (w) {
         double lat = (double)(node_now_ns() - w->start_ns_) / 1e9;
         metrics_observe(&n->metrics.put_latency, lat > 0 ? lat : 0);
@@ -714,9 +768,10 @@ static void node_process(struct raftd *n)
     }
     if (n->closing)
         return;
+    peer_transport_flush(n->peers);
     if (n->reads_ready)
         node_serve_reads(n);
-    if (!n->published && raft_role(n->raft) == RAFT_LEADER)
+    if (!n->published && node_can_publish(n))
         node_publish(n);
     /* Serve once the replayed log and our own published attributes are
      * applied: etcd publishes before it serves clients, so its first
@@ -762,11 +817,58 @@ static void node_tick_cb(uv_timer_t *t)
 /* As etcd's leader does: every 500 ms, while any key has a TTL, propose a
  * SYNC entry carrying our clock; applying it expires the keys whose time
  * has come, so every member expires the same keys at the same index. */
+/* With peers, a proposal forwarded to a leader that then fails, or a
+ * read index asked of one, can be lost. Every SYNC tick: fail writes older
+ * than etcd's request timeout (5 s + 2 election timeouts) with
+ * -ETIMEDOUT, ask again for read points still unanswered (failing them
+ * when no leader is known), and publish our attributes again if the last
+ * publish has not been applied within two seconds. */
+static void node_peer_housekeeping(struct raftd *n)
+{
+    int64_t now = node_now_ns();
+    int64_t cutoff = now - (5000 + 2 * (int64_t)n->cfg->election_ms) *
+                               1000000;
+    struct raftd_read_req *asked = n->reads_asked, *keep = NULL;
+
+    for (size_t b = 0; n->n_waiters > 0 && b < NODE_WAITER_BUCKETS; b++) {
+        struct raftd_write_req **p = &n->waiters[b];
+        while (*p) {
+            struct raftd_write_req *req = *p;
+            if (req->start_ns_ < cutoff) {
+                *p = req->next_;
+                n->n_waiters--;
+                n->metrics.proposals_failed++;
+                req->cb_(req, -ETIMEDOUT, NULL, NULL);
+            } else {
+                p = &req->next_;
+            }
+        }
+    }
+    n->reads_asked = NULL;
+    while (asked) {
+        struct raftd_read_req *r = asked;
+        asked = r->next_;
+        if (raft_read_index(n->raft, r->ctx_) == 0) {
+            r->next_ = keep;
+            keep = r;
+        } else {
+            r->cb_(r, -EAGAIN);
+        }
+    }
+    n->reads_asked = keep;
+    if (n->published && !n->publish_applied &&
+        now - n->publish_ns > 2000000000LL)
+        n->published = false; /* node_process publishes again */
+    node_kick(n);
+}
+
 static void node_sync_cb(uv_timer_t *t)
 {
     struct raftd *n = t->data;
     struct store_request r;
 
+    if (n->peers != NULL && !n->closing)
+        node_peer_housekeeping(n);
     if (n->closing || n->wal_error || raft_role(n->raft) != RAFT_LEADER ||
         !store_has_ttl_keys(n->store))
         return;
@@ -1313,6 +1415,33 @@ int raftd_start(struct raftd *n)
         }
     }
 
+    /* Peers: only for a cluster of more than one member (a single member
+     * never binds its peer URL, as before). */
+    if (!n->single_voter || n->cfg->n_members > 1) {
+        struct peer_callbacks pc = {.data = n, .recv = node_recv};
+        bool listed = false;
+        for (size_t i = 0; i < n->cfg->n_members; i++)
+            listed |= n->cfg->members[i].id == n->member_id;
+        if (listed && n->cfg->n_members > 1) {
+            rv = peer_transport_new(n->loop, &n->log, n->cluster_id,
+                                    n->member_id, n->cfg->members,
+                                    n->cfg->n_members, &pc, &n->peers);
+            if (rv != 0)
+                return rv;
+            n->handles_open++;
+            for (size_t i = 0; i < n->cfg->listen_peer_urls.n; i++) {
+                const char *url = n->cfg->listen_peer_urls.v[i];
+                rv = peer_transport_listen(n->peers, url);
+                if (rv != 0) {
+                    raftd_logf(&n->log, RAFTD_LOG_ERROR, "raftd",
+                               "listen tcp %s: %s", url,
+                               rv > -4096 ? uv_strerror(rv) : "error");
+                    return rv;
+                }
+            }
+        }
+    }
+
     memset(&hc, 0, sizeof(hc));
     hc.handler = api_handle;
     hc.data = n;
@@ -1379,6 +1508,13 @@ static void node_wal_closed(void *arg)
     uv_close((uv_handle_t *)&n->kick, node_handle_closed);
 }
 
+static void node_peers_closed(void *arg)
+{
+    struct raftd *n = arg;
+    n->peers = NULL;
+    node_handle_closed((uv_handle_t *)&n->kick);
+}
+
 static void node_close_continue(struct raftd *n)
 {
     struct wal *w;
@@ -1420,6 +1556,8 @@ void raftd_close(struct raftd *n, void (*cb)(void *arg), void *arg)
     waiters_fail_all(n, -ECANCELED);
     reads_fail_all(n, -ECANCELED);
     api_unpark(n);
+    if (n->peers)
+        peer_transport_close(n->peers, node_peers_closed, n);
     /* A snapshot at shutdown makes the next start a snapshot load instead
      * of a replay of up to --snapshot-count entries; clients cannot tell
      * (a snapshot adds no entry). */

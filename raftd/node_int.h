@@ -83,6 +83,13 @@ struct raftd {
     struct http_server *http;
     int client_port;
 
+    /* Peers (NULL for a cluster of one): the transport, and whether our
+     * published attributes have been applied (a forwarded publish can be
+     * lost with a leader; it is retried). */
+    struct peer_transport *peers;
+    bool publish_applied;
+    int64_t publish_ns;
+
     /* Proposals waiting for their entry to be applied, by request id. */
     struct raftd_write_req *waiters[NODE_WAITER_BUCKETS];
     uint64_t next_req_id;
@@ -140,6 +147,80 @@ struct raftd {
     void (*close_cb)(void *arg);
     void *close_arg;
 };
+
+
+/* ---- peer transport (peer_codec.c, peer.c; docs/raftd.md) ------------- */
+
+#define PEER_VERSION 1u
+#define PEER_FRAME_HEADER 5u            /* u32 BE length, u8 kind */
+#define PEER_FRAME_MAX (64u << 20)      /* kind + payload */
+#define PEER_KIND_HELLO 1
+#define PEER_KIND_MESSAGE 2
+#define PEER_QUEUE_MAX_BYTES (16u << 20) /* per peer, encoded, unsent */
+#define PEER_QUEUE_MAX_MSGS 8192u
+#define PEER_BACKOFF_MIN_MS 20u
+#define PEER_BACKOFF_MAX_MS 500u
+
+struct peer_hello {
+    uint32_t version;
+    uint64_t cluster_id;
+    uint64_t from;
+    uint64_t to;
+};
+
+/* A decoded message: msg borrows from the private fields; release with
+ * peer_decoded_free() (also safe on a zeroed struct). */
+struct peer_decoded {
+    struct raft_message msg;
+    void *pb_;
+    struct raft_entry *ents_;
+};
+
+/* Append one frame to out. 0, -ENOMEM, -EMSGSIZE, -EINVAL. */
+int peer_hello_encode(const struct peer_hello *h, struct store_buf *out);
+int peer_msg_encode(const struct raft_message *m, struct store_buf *out);
+/* The first frame in buf[0..len): returns its total size (> 0) and sets
+ * kind, payload (pointing into buf) and plen; 0 if buf holds only part of
+ * a frame; -EBADMSG for a bad length or kind. */
+int peer_frame_next(const void *buf, size_t len, uint8_t *kind,
+                    const uint8_t **payload, size_t *plen);
+/* Payload decoders: 0, -EBADMSG (malformed, unknown type, bad hello),
+ * -ENOMEM. peer_msg_decode leaves d zeroed on failure. */
+int peer_hello_decode(const uint8_t *p, size_t len, struct peer_hello *h);
+int peer_msg_decode(const uint8_t *p, size_t len, struct peer_decoded *d);
+void peer_decoded_free(struct peer_decoded *d);
+
+/* The transport: one outbound TCP connection per peer (reconnect with
+ * backoff, a bounded queue flushed once per loop turn), a listener per
+ * peer URL for inbound connections. Loop thread only. */
+struct peer_transport;
+struct peer_callbacks {
+    void *data;
+    /* A message from a peer (m borrowed for the call; m->from is the
+     * authenticated sender, m->to this member). */
+    void (*recv)(void *data, const struct raft_message *m);
+};
+/* peers: the other members (id and peer URLs), borrowed until close. */
+int peer_transport_new(uv_loop_t *loop, const struct raftd_log *log,
+                       uint64_t cluster_id, uint64_t self_id,
+                       const struct raftd_member_cfg *members,
+                       size_t n_members, const struct peer_callbacks *cb,
+                       struct peer_transport **out);
+/* Listen on one peer URL ("http://127.0.0.1:2380"). 0 or negative errno. */
+int peer_transport_listen(struct peer_transport *t, const char *url);
+/* Queue m for its peer: 0, or -ENOTCONN (not connected / backing off),
+ * -ENOBUFS (queue full), -ENOENT (unknown member): the message is dropped
+ * and the caller reports the peer unreachable. */
+int peer_transport_send(struct peer_transport *t, const struct raft_message *m);
+/* The port the first listener bound (useful with port 0), or 0. */
+int peer_transport_port(const struct peer_transport *t);
+/* Start writing what was queued (once per loop turn). */
+void peer_transport_flush(struct peer_transport *t);
+/* True if an outbound connection to id is up. */
+bool peer_transport_connected(const struct peer_transport *t, uint64_t id);
+/* Close every handle; cb(arg) once all are closed (t is then freed). */
+void peer_transport_close(struct peer_transport *t, void (*cb)(void *),
+                          void *arg);
 
 int64_t node_now_ns(void);
 

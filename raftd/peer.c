@@ -1,0 +1,619 @@
+/* The peer transport: Raft messages between members over TCP on libuv.
+ * Each member dials every other member once at its first peer URL and only
+ * writes on that connection; inbound connections are only read. A
+ * connection starts with a Hello (cluster id, sender, receiver); a
+ * listener refuses and logs one from another cluster or for another
+ * member, as etcd does. Messages are queued per peer as encoded frames
+ * (bounded: a full queue drops and the caller reports the peer
+ * unreachable) and written with one uv_write per peer per loop turn
+ * (peer_transport_flush). A lost connection is redialled with exponential
+ * backoff. Frame layout: raftd/peer.proto and docs/raftd.md.
+ *
+ * Async contract: every callback runs on the loop thread; recv is called
+ * from a read callback, never from inside peer_transport_send/flush. */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "node_int.h"
+
+#define PEER_MAX_LISTENERS 8
+#define PEER_READ_CHUNK (64u << 10)
+
+enum peer_state {
+    PEER_IDLE = 0,   /* no socket; retry timer may be running */
+    PEER_CONNECTING, /* uv_tcp_connect in flight; queueing allowed */
+    PEER_UP,         /* hello written first; messages flow */
+    PEER_DOWN,       /* uv_close in flight */
+};
+
+struct peer_out {
+    struct peer_transport *t;
+    uint64_t id;
+    const char *url; /* borrowed from the member config */
+    struct sockaddr_storage addr;
+    bool has_addr;
+    enum peer_state state;
+    uv_tcp_t tcp;
+    uv_connect_t creq;
+    uv_write_t wreq;
+    uv_timer_t retry;
+    struct store_buf queue;   /* frames not handed to libuv yet */
+    size_t queued_msgs;
+    struct store_buf writing; /* frames of the uv_write in flight */
+    bool write_busy;
+    unsigned backoff_ms;
+    bool logged_down;
+};
+
+struct peer_in {
+    uv_tcp_t tcp;
+    struct peer_transport *t;
+    struct peer_in *next, *prev;
+    unsigned char *buf;
+    size_t len, cap;
+    bool hello_ok;
+    bool closing;
+    uint64_t from;
+};
+
+struct peer_transport {
+    uv_loop_t *loop;
+    struct raftd_log log;
+    uint64_t cluster_id;
+    uint64_t self_id;
+    struct peer_callbacks cb;
+    struct peer_out *peers;
+    size_t n_peers;
+    uv_tcp_t listeners[PEER_MAX_LISTENERS];
+    size_t n_listeners;
+    struct peer_in *inbound;
+    bool closing;
+    unsigned pending_closes;
+    void (*close_cb)(void *);
+    void *close_arg;
+};
+
+static void peer_dial(struct peer_out *p);
+
+/* ---- closing -------------------------------------------------------- */
+
+static void transport_free(struct peer_transport *t)
+{
+    void (*cb)(void *) = t->close_cb;
+    void *arg = t->close_arg;
+    for (size_t i = 0; i < t->n_peers; i++) {
+        store_buf_free(&t->peers[i].queue);
+        store_buf_free(&t->peers[i].writing);
+    }
+    free(t->peers);
+    free(t);
+    if (cb)
+        cb(arg);
+}
+
+static void transport_closed_one(struct peer_transport *t)
+{
+    t->pending_closes--;
+    if (t->closing && t->pending_closes == 0)
+        transport_free(t);
+}
+
+static void generic_closed(uv_handle_t *h)
+{
+    transport_closed_one(h->data);
+}
+
+static void transport_close_handle(struct peer_transport *t, uv_handle_t *h,
+                                   uv_close_cb cb)
+{
+    t->pending_closes++;
+    uv_close(h, cb);
+}
+
+/* ---- outbound ------------------------------------------------------- */
+
+static void out_schedule_retry(struct peer_out *p);
+
+static void out_closed(uv_handle_t *h)
+{
+    struct peer_out *p = h->data;
+    struct peer_transport *t = p->t;
+    p->state = PEER_IDLE;
+    p->write_busy = false;
+    p->writing.len = 0;
+    if (!t->closing)
+        out_schedule_retry(p);
+    transport_closed_one(t);
+}
+
+static void retry_cb(uv_timer_t *h)
+{
+    struct peer_out *p = h->data;
+    if (!p->t->closing && p->state == PEER_IDLE)
+        peer_dial(p);
+}
+
+/* Drop the connection (and what was queued for it); redial after the
+ * backoff. */
+static void out_drop(struct peer_out *p, const char *why)
+{
+    struct peer_transport *t = p->t;
+    if (p->state == PEER_DOWN || p->state == PEER_IDLE)
+        return;
+    if (!p->logged_down) {
+        raftd_logf(&t->log, RAFTD_LOG_WARN, "rafthttp",
+                   "lost the TCP streaming connection with peer %llx (%s): "
+                   "%s",
+                   (unsigned long long)p->id, p->url, why);
+        p->logged_down = true;
+    }
+    p->state = PEER_DOWN;
+    p->queue.len = 0;
+    p->queued_msgs = 0;
+    transport_close_handle(t, (uv_handle_t *)&p->tcp, out_closed);
+}
+
+static void out_schedule_retry(struct peer_out *p)
+{
+    unsigned ms = p->backoff_ms ? p->backoff_ms : PEER_BACKOFF_MIN_MS;
+    p->backoff_ms = ms * 2 > PEER_BACKOFF_MAX_MS ? PEER_BACKOFF_MAX_MS
+                                                 : ms * 2;
+    uv_timer_start(&p->retry, retry_cb, ms, 0);
+}
+
+static void out_alloc(uv_handle_t *h, size_t size, uv_buf_t *buf)
+{
+    static char sink[4096]; /* read-only use: bytes are discarded */
+    (void)h;
+    (void)size;
+    buf->base = sink;
+    buf->len = sizeof(sink);
+}
+
+/* The listener never writes on our connection; reading only notices EOF. */
+static void out_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
+{
+    struct peer_out *p = s->data;
+    (void)buf;
+    if (nread < 0)
+        out_drop(p, nread == UV_EOF ? "closed by peer" : uv_strerror((int)nread));
+}
+
+static void out_write_one(struct peer_out *p);
+
+static void out_write_cb(uv_write_t *w, int status)
+{
+    struct peer_out *p = w->data;
+    p->write_busy = false;
+    p->writing.len = 0;
+    if (status < 0) {
+        out_drop(p, uv_strerror(status));
+        return;
+    }
+    if (p->state == PEER_UP && p->queue.len > 0)
+        out_write_one(p);
+}
+
+static void out_write_one(struct peer_out *p)
+{
+    struct store_buf tmp;
+    uv_buf_t b;
+    int rv;
+    if (p->write_busy || p->state != PEER_UP || p->queue.len == 0)
+        return;
+    /* Swap: queue becomes the in-flight buffer; the old in-flight buffer
+     * (empty) takes new frames. */
+    tmp = p->writing;
+    p->writing = p->queue;
+    p->queue = tmp;
+    p->queue.len = 0;
+    p->queued_msgs = 0;
+    b = uv_buf_init(p->writing.data, (unsigned)p->writing.len);
+    p->wreq.data = p;
+    rv = uv_write(&p->wreq, (uv_stream_t *)&p->tcp, &b, 1, out_write_cb);
+    if (rv != 0) {
+        p->writing.len = 0;
+        out_drop(p, uv_strerror(rv));
+        return;
+    }
+    p->write_busy = true;
+}
+
+static void out_connect_cb(uv_connect_t *c, int status)
+{
+    struct peer_out *p = c->data;
+    struct peer_transport *t = p->t;
+    struct store_buf hb;
+    struct peer_hello h;
+
+    if (p->state != PEER_CONNECTING)
+        return; /* closed meanwhile */
+    if (status < 0) {
+        if (!p->logged_down) {
+            raftd_logf(&t->log, RAFTD_LOG_WARN, "rafthttp",
+                       "failed to dial peer %llx on %s: %s",
+                       (unsigned long long)p->id, p->url,
+                       uv_strerror(status));
+            p->logged_down = true;
+        }
+        out_drop(p, uv_strerror(status));
+        return;
+    }
+    /* The hello goes before whatever was queued while connecting. */
+    store_buf_init(&hb);
+    h.version = PEER_VERSION;
+    h.cluster_id = t->cluster_id;
+    h.from = t->self_id;
+    h.to = p->id;
+    if (peer_hello_encode(&h, &hb) != 0 ||
+        store_buf_append(&hb, p->queue.data ? p->queue.data : "",
+                         p->queue.len) != 0) {
+        store_buf_free(&hb);
+        out_drop(p, "out of memory");
+        return;
+    }
+    store_buf_free(&p->queue);
+    p->queue = hb;
+    p->state = PEER_UP;
+    p->backoff_ms = 0;
+    raftd_logf(&t->log, RAFTD_LOG_INFO, "rafthttp",
+                   "established a TCP streaming connection with peer %llx",
+                   (unsigned long long)p->id);
+    p->logged_down = false;
+    uv_read_start((uv_stream_t *)&p->tcp, out_alloc, out_read);
+    out_write_one(p);
+}
+
+static void peer_dial(struct peer_out *p)
+{
+    struct peer_transport *t = p->t;
+    int rv;
+    if (!p->has_addr || t->closing || p->state != PEER_IDLE)
+        return;
+    rv = uv_tcp_init(t->loop, &p->tcp);
+    if (rv != 0) {
+        out_schedule_retry(p);
+        return;
+    }
+    p->tcp.data = p;
+    uv_tcp_nodelay(&p->tcp, 1);
+    p->creq.data = p;
+    p->state = PEER_CONNECTING;
+    rv = uv_tcp_connect(&p->creq, &p->tcp, (struct sockaddr *)&p->addr,
+                        out_connect_cb);
+    if (rv != 0)
+        out_drop(p, uv_strerror(rv));
+}
+
+int peer_transport_send(struct peer_transport *t, const struct raft_message *m)
+{
+    struct peer_out *p = NULL;
+    size_t old;
+    int rv;
+    if (t->closing)
+        return -ECANCELED;
+    for (size_t i = 0; i < t->n_peers; i++)
+        if (t->peers[i].id == m->to)
+            p = &t->peers[i];
+    if (p == NULL)
+        return -ENOENT;
+    if (p->state != PEER_UP && p->state != PEER_CONNECTING)
+        return -ENOTCONN;
+    if (p->queue.len >= PEER_QUEUE_MAX_BYTES ||
+        p->queued_msgs >= PEER_QUEUE_MAX_MSGS)
+        return -ENOBUFS;
+    old = p->queue.len;
+    rv = peer_msg_encode(m, &p->queue);
+    if (rv != 0) {
+        p->queue.len = old;
+        return rv;
+    }
+    p->queued_msgs++;
+    return 0;
+}
+
+void peer_transport_flush(struct peer_transport *t)
+{
+    if (t == NULL || t->closing)
+        return;
+    for (size_t i = 0; i < t->n_peers; i++)
+        out_write_one(&t->peers[i]);
+}
+
+bool peer_transport_connected(const struct peer_transport *t, uint64_t id)
+{
+    for (size_t i = 0; t && i < t->n_peers; i++)
+        if (t->peers[i].id == id)
+            return t->peers[i].state == PEER_UP;
+    return false;
+}
+
+/* ---- inbound -------------------------------------------------------- */
+
+static void in_closed(uv_handle_t *h)
+{
+    struct peer_in *in = h->data;
+    struct peer_transport *t = in->t;
+    if (in->prev)
+        in->prev->next = in->next;
+    else
+        t->inbound = in->next;
+    if (in->next)
+        in->next->prev = in->prev;
+    free(in->buf);
+    free(in);
+    transport_closed_one(t);
+}
+
+static void in_close(struct peer_in *in)
+{
+    if (in->closing)
+        return;
+    in->closing = true;
+    uv_read_stop((uv_stream_t *)&in->tcp);
+    transport_close_handle(in->t, (uv_handle_t *)&in->tcp, in_closed);
+}
+
+static void in_alloc(uv_handle_t *h, size_t size, uv_buf_t *buf)
+{
+    struct peer_in *in = h->data;
+    (void)size;
+    if (in->cap - in->len < PEER_READ_CHUNK) {
+        size_t ncap = in->cap ? in->cap * 2 : PEER_READ_CHUNK * 2;
+        unsigned char *nb;
+        while (ncap - in->len < PEER_READ_CHUNK)
+            ncap *= 2;
+        nb = realloc(in->buf, ncap);
+        if (nb == NULL) {
+            buf->base = NULL;
+            buf->len = 0;
+            return;
+        }
+        in->buf = nb;
+        in->cap = ncap;
+    }
+    buf->base = (char *)in->buf + in->len;
+    buf->len = in->cap - in->len;
+}
+
+/* One frame from an inbound connection; -1 to close it. */
+static int in_frame(struct peer_in *in, uint8_t kind, const uint8_t *p,
+                    size_t len)
+{
+    struct peer_transport *t = in->t;
+    if (!in->hello_ok) {
+        struct peer_hello h;
+        bool known = false;
+        if (kind != PEER_KIND_HELLO || peer_hello_decode(p, len, &h) != 0) {
+            raftd_logf(&t->log, RAFTD_LOG_WARN, "rafthttp",
+                       "rejected a peer connection: no valid hello");
+            return -1;
+        }
+        for (size_t i = 0; i < t->n_peers; i++)
+            if (t->peers[i].id == h.from)
+                known = true;
+        if (h.cluster_id != t->cluster_id) {
+            raftd_logf(&t->log, RAFTD_LOG_ERROR, "rafthttp",
+                       "request cluster ID mismatch (got %llx want %llx) "
+                       "from member %llx: connection refused",
+                       (unsigned long long)h.cluster_id,
+                       (unsigned long long)t->cluster_id,
+                       (unsigned long long)h.from);
+            return -1;
+        }
+        if (h.to != t->self_id || !known) {
+            raftd_logf(&t->log, RAFTD_LOG_ERROR, "rafthttp",
+                       "rejected a connection from member %llx for member "
+                       "%llx (this is %llx)",
+                       (unsigned long long)h.from, (unsigned long long)h.to,
+                       (unsigned long long)t->self_id);
+            return -1;
+        }
+        in->hello_ok = true;
+        in->from = h.from;
+        return 0;
+    }
+    if (kind != PEER_KIND_MESSAGE)
+        return -1;
+    {
+        struct peer_decoded d;
+        if (peer_msg_decode(p, len, &d) != 0) {
+            raftd_logf(&t->log, RAFTD_LOG_WARN, "rafthttp",
+                       "undecodable message from peer %llx",
+                       (unsigned long long)in->from);
+            return -1;
+        }
+        if (d.msg.from == in->from && d.msg.to == t->self_id && t->cb.recv)
+            t->cb.recv(t->cb.data, &d.msg);
+        peer_decoded_free(&d);
+    }
+    return 0;
+}
+
+static void in_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
+{
+    struct peer_in *in = s->data;
+    size_t off = 0;
+    (void)buf;
+    if (nread < 0) {
+        in_close(in);
+        return;
+    }
+    if (nread == 0 || in->closing)
+        return;
+    in->len += (size_t)nread;
+    while (!in->closing && !in->t->closing) {
+        uint8_t kind;
+        const uint8_t *payload;
+        size_t plen;
+        int n = peer_frame_next(in->buf + off, in->len - off, &kind, &payload,
+                                &plen);
+        if (n == 0)
+            break;
+        if (n < 0 || in_frame(in, kind, payload, plen) != 0) {
+            in_close(in);
+            return;
+        }
+        off += (size_t)n;
+    }
+    if (off > 0) {
+        memmove(in->buf, in->buf + off, in->len - off);
+        in->len -= off;
+    }
+}
+
+static void listen_cb(uv_stream_t *server, int status)
+{
+    struct peer_transport *t = server->data;
+    struct peer_in *in;
+    if (status < 0 || t->closing)
+        return;
+    in = calloc(1, sizeof(*in));
+    if (in == NULL)
+        return;
+    in->t = t;
+    if (uv_tcp_init(t->loop, &in->tcp) != 0) {
+        free(in);
+        return;
+    }
+    in->tcp.data = in;
+    in->next = t->inbound;
+    if (t->inbound)
+        t->inbound->prev = in;
+    t->inbound = in;
+    if (uv_accept(server, (uv_stream_t *)&in->tcp) != 0 ||
+        uv_read_start((uv_stream_t *)&in->tcp, in_alloc, in_read) != 0) {
+        in->closing = true;
+        transport_close_handle(t, (uv_handle_t *)&in->tcp, in_closed);
+    }
+}
+
+/* ---- setup ---------------------------------------------------------- */
+
+static int url_addr(const char *url, struct sockaddr_storage *ss)
+{
+    struct http_url u;
+    const char *host;
+    int rv = http_url_parse(url, &u);
+    if (rv != 0)
+        return rv;
+    host = u.host;
+    if (host[0] == '\0')
+        host = "0.0.0.0";
+    else if (strcmp(host, "localhost") == 0)
+        host = "127.0.0.1";
+    memset(ss, 0, sizeof(*ss));
+    if (uv_ip4_addr(host, u.port, (struct sockaddr_in *)ss) == 0)
+        return 0;
+    if (uv_ip6_addr(host, u.port, (struct sockaddr_in6 *)ss) == 0)
+        return 0;
+    return -EINVAL;
+}
+
+int peer_transport_new(uv_loop_t *loop, const struct raftd_log *log,
+                       uint64_t cluster_id, uint64_t self_id,
+                       const struct raftd_member_cfg *members,
+                       size_t n_members, const struct peer_callbacks *cb,
+                       struct peer_transport **out)
+{
+    struct peer_transport *t = calloc(1, sizeof(*t));
+    if (t == NULL)
+        return -ENOMEM;
+    t->loop = loop;
+    t->log = *log;
+    t->cluster_id = cluster_id;
+    t->self_id = self_id;
+    t->cb = *cb;
+    t->peers = calloc(n_members ? n_members : 1, sizeof(*t->peers));
+    if (t->peers == NULL) {
+        free(t);
+        return -ENOMEM;
+    }
+    for (size_t i = 0; i < n_members; i++) {
+        struct peer_out *p;
+        if (members[i].id == self_id)
+            continue;
+        p = &t->peers[t->n_peers++];
+        p->t = t;
+        p->id = members[i].id;
+        p->url = members[i].peer_urls.n ? members[i].peer_urls.v[0] : "";
+        store_buf_init(&p->queue);
+        store_buf_init(&p->writing);
+        p->has_addr = members[i].peer_urls.n > 0 &&
+                      url_addr(p->url, &p->addr) == 0;
+        if (!p->has_addr)
+            raftd_logf(log, RAFTD_LOG_ERROR, "rafthttp",
+                       "peer %llx: cannot dial %s (an IP address or "
+                       "localhost is needed)",
+                       (unsigned long long)p->id, p->url);
+        uv_timer_init(loop, &p->retry);
+        p->retry.data = p;
+        peer_dial(p);
+    }
+    *out = t;
+    return 0;
+}
+
+int peer_transport_listen(struct peer_transport *t, const char *url)
+{
+    struct sockaddr_storage ss;
+    uv_tcp_t *l;
+    int rv;
+    if (t->n_listeners >= PEER_MAX_LISTENERS)
+        return -EMFILE;
+    rv = url_addr(url, &ss);
+    if (rv != 0)
+        return rv;
+    l = &t->listeners[t->n_listeners];
+    rv = uv_tcp_init(t->loop, l);
+    if (rv != 0)
+        return rv;
+    l->data = t;
+    t->n_listeners++;
+    rv = uv_tcp_bind(l, (struct sockaddr *)&ss, 0);
+    if (rv == 0)
+        rv = uv_listen((uv_stream_t *)l, 128, listen_cb);
+    if (rv == 0)
+        raftd_logf(&t->log, RAFTD_LOG_INFO, "embed",
+                   "listening for peers on %s", url);
+    return rv;
+}
+
+int peer_transport_port(const struct peer_transport *t)
+{
+    struct sockaddr_storage ss;
+    int len = sizeof(ss);
+    if (t->n_listeners == 0 ||
+        uv_tcp_getsockname(&t->listeners[0], (struct sockaddr *)&ss, &len) != 0)
+        return 0;
+    if (ss.ss_family == AF_INET)
+        return ntohs(((struct sockaddr_in *)&ss)->sin_port);
+    return ntohs(((struct sockaddr_in6 *)&ss)->sin6_port);
+}
+
+void peer_transport_close(struct peer_transport *t, void (*cb)(void *),
+                          void *arg)
+{
+    if (t->closing)
+        return;
+    t->closing = true;
+    t->close_cb = cb;
+    t->close_arg = arg;
+    t->pending_closes++; /* held until the end of this function */
+    for (size_t i = 0; i < t->n_listeners; i++)
+        transport_close_handle(t, (uv_handle_t *)&t->listeners[i],
+                               generic_closed);
+    for (size_t i = 0; i < t->n_peers; i++) {
+        struct peer_out *p = &t->peers[i];
+        p->retry.data = t;
+        transport_close_handle(t, (uv_handle_t *)&p->retry, generic_closed);
+        if (p->state == PEER_CONNECTING || p->state == PEER_UP) {
+            p->state = PEER_DOWN;
+            transport_close_handle(t, (uv_handle_t *)&p->tcp, out_closed);
+        }
+    }
+    for (struct peer_in *in = t->inbound; in; in = in->next)
+        in_close(in);
+    transport_closed_one(t);
+}

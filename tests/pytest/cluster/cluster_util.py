@@ -1,0 +1,191 @@
+# Multi-member raftd clusters on loopback for the cluster tests: N raftd
+# processes bootstrapped with --initial-cluster on free ports, fast timers
+# (heartbeat 50 ms, election 500 ms by default), SIGKILL/restart of one
+# member, the leader as every member sees it, and teardown that always
+# kills every process and removes the temp dirs (failing on a sanitizer
+# report, like the single-member harness).
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import harness  # noqa: E402
+
+
+class Member:
+    def __init__(self, cluster, idx, name):
+        self.cluster = cluster
+        self.idx = idx
+        self.name = name
+        self.client_port = harness.free_port()
+        self.peer_port = harness.free_port()
+        self.data_dir = os.path.join(cluster.tmp, name)
+        self.log_path = os.path.join(cluster.tmp, name + ".log")
+        self.proc = None
+
+    @property
+    def url(self):
+        return "http://127.0.0.1:%d" % self.client_port
+
+    @property
+    def peer_url(self):
+        return "http://127.0.0.1:%d" % self.peer_port
+
+    def argv(self):
+        c = self.cluster
+        return [harness.raftd_bin(),
+                "--name", self.name, "--data-dir", self.data_dir,
+                "--listen-client-urls", self.url,
+                "--advertise-client-urls", self.url,
+                "--listen-peer-urls", self.peer_url,
+                "--initial-advertise-peer-urls", self.peer_url,
+                "--initial-cluster", c.initial_cluster(),
+                "--initial-cluster-state", "new",
+                "--initial-cluster-token", c.token,
+                "--heartbeat-interval", str(c.heartbeat_ms),
+                "--election-timeout", str(c.election_ms)] + c.extra_args
+
+    def start(self):
+        env = dict(os.environ)
+        env.setdefault("ASAN_OPTIONS", "detect_leaks=1:abort_on_error=1")
+        env.setdefault("UBSAN_OPTIONS", "print_stacktrace=1:halt_on_error=1")
+        for k in [k for k in env if k.startswith("ETCD_")]:
+            del env[k]
+        log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen(self.argv(), stdout=log, stderr=log,
+                                     stdin=subprocess.DEVNULL, env=env,
+                                     cwd=self.cluster.tmp)
+        log.close()
+
+    def alive(self):
+        return self.proc is not None and self.proc.poll() is None
+
+    def kill9(self):
+        if self.alive():
+            self.proc.send_signal(signal.SIGKILL)
+        if self.proc is not None:
+            self.proc.wait()
+
+    def stop(self, timeout=20):
+        if not self.alive():
+            return None if self.proc is None else self.proc.returncode
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        return self.proc.returncode
+
+    def client(self, timeout=5):
+        return harness.Client("127.0.0.1", self.client_port, timeout)
+
+    def stderr_text(self):
+        try:
+            with open(self.log_path, "rb") as f:
+                return f.read().decode("utf-8", "replace")
+        except OSError:
+            return ""
+
+    def sanitizer_report(self):
+        text = self.stderr_text().encode()
+        for m in harness.SANITIZER_MARKERS:
+            i = text.find(m)
+            if i >= 0:
+                return text[max(0, i - 200):i + 4000].decode("utf-8", "replace")
+        return None
+
+    def get_json(self, path, timeout=2):
+        """(status, parsed JSON or None); (None, None) if unreachable."""
+        cl = self.client(timeout)
+        try:
+            r = cl.request("GET", path)
+            try:
+                return r.status, json.loads(r.body)
+            except ValueError:
+                return r.status, None
+        except OSError:
+            return None, None
+        finally:
+            cl.close()
+
+    def self_stats(self):
+        st, js = self.get_json("/v2/stats/self")
+        return js if st == 200 else None
+
+
+class Cluster:
+    def __init__(self, n=3, heartbeat_ms=50, election_ms=500, extra_args=()):
+        self.tmp = tempfile.mkdtemp(prefix="etcfs-cluster-")
+        self.token = "etcfs-test-%d" % os.getpid()
+        self.heartbeat_ms = heartbeat_ms
+        self.election_ms = election_ms
+        self.extra_args = list(extra_args)
+        self.members = [Member(self, i, "m%d" % i) for i in range(n)]
+
+    def initial_cluster(self):
+        return ",".join("%s=%s" % (m.name, m.peer_url) for m in self.members)
+
+    def start(self, timeout=30):
+        for m in self.members:
+            m.start()
+        self.wait_leader(timeout)
+        for m in self.members:
+            self.wait_serving(m, timeout)
+
+    def wait_serving(self, m, timeout=30):
+        def ok():
+            if not m.alive():
+                raise AssertionError("%s exited:\n%s" % (m.name, m.stderr_text()[-3000:]))
+            st, _ = m.get_json("/v2/keys/")
+            return st == 200
+        harness.deadline_poll(ok, timeout, 0.05, "%s serving" % m.name)
+
+    def leader(self, members=None):
+        """The member every live member (of members) names as leader, or None."""
+        members = [m for m in (members or self.members) if m.alive()]
+        ids = set()
+        for m in members:
+            s = m.self_stats()
+            if s is None:
+                return None
+            ids.add(s.get("leaderInfo", {}).get("leader", ""))
+        if len(ids) != 1 or "" in ids:
+            return None
+        lid = ids.pop()
+        for m in members:
+            s = m.self_stats()
+            if s is not None and s.get("id") == lid:
+                return m
+        return None
+
+    def wait_leader(self, timeout=30, members=None):
+        return harness.deadline_poll(lambda: self.leader(members), timeout, 0.05,
+                                     "an agreed leader")
+
+    def close(self, failed=False):
+        """Kill everything, remove the temp dir; returns sanitizer reports."""
+        reports = []
+        for m in self.members:
+            try:
+                m.stop()
+            finally:
+                if m.proc is not None and m.proc.poll() is None:
+                    m.kill9()
+            rep = m.sanitizer_report()
+            if rep:
+                reports.append("%s:\n%s" % (m.name, rep))
+            if failed:
+                sys.stdout.write("---- %s stderr (tail) ----\n%s\n"
+                                 % (m.name, m.stderr_text()[-4000:]))
+        shutil.rmtree(self.tmp, ignore_errors=True)
+        return reports
+
+
+def poll(cond, timeout, what, interval=0.05):
+    return harness.deadline_poll(cond, timeout, interval, what)

@@ -1,0 +1,189 @@
+# Three raftd processes on loopback as one cluster (raftd/peer.c): writes on
+# any member are readable on all; the cluster lists every member; a killed
+# leader is replaced within 3 election timeouts and no acknowledged write
+# is lost; a killed follower restarted catches up. Timers are small
+# (heartbeat 50 ms, election 500 ms); every process is killed in teardown.
+import os
+import sys
+import threading
+import time
+
+import pytest
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import cluster_util as cu  # noqa: E402
+import harness  # noqa: E402
+
+ELECTION_MS = 500
+
+
+@pytest.fixture
+def cluster(request):
+    if harness.target() != "raftd":
+        pytest.skip("cluster tests start raftd processes")
+    if not os.path.isfile(harness.raftd_bin()):
+        pytest.fail("raftd binary not found at %s" % harness.raftd_bin())
+    c = cu.Cluster(3, heartbeat_ms=50, election_ms=ELECTION_MS)
+    failed = True
+    try:
+        c.start()
+        yield c
+        failed = getattr(request.node, "rep_call", None) is None or \
+            request.node.rep_call.failed
+    finally:
+        reports = c.close(failed)
+    if reports:
+        pytest.fail("sanitizer report:\n" + "\n".join(reports))
+
+
+def try_put(m, key, value, timeout=1.0):
+    """Status of PUT key=value on member m, None if it did not answer."""
+    cl = m.client(timeout)
+    try:
+        return cl.put(key, value=value).status
+    except OSError:
+        return None
+    finally:
+        cl.close()
+
+
+def value_on(m, key, timeout=1.0):
+    cl = m.client(timeout)
+    try:
+        r = cl.get(key)
+        return r.json()["node"]["value"] if r.status == 200 else None
+    except OSError:
+        return None
+    finally:
+        cl.close()
+
+
+def keys_on(m, d, timeout=2.0):
+    cl = m.client(timeout)
+    try:
+        r = cl.get(d, recursive="true")
+        if r.status != 200:
+            return None
+        return {n["key"]: n["value"] for n in r.json()["node"].get("nodes", [])}
+    except OSError:
+        return None
+    finally:
+        cl.close()
+
+
+def test_write_on_any_member_is_readable_on_all(cluster):
+    for i, m in enumerate(cluster.members):
+        assert try_put(m, "/any/k%d" % i, "v%d" % i) in (200, 201)
+    for m in cluster.members:
+        cu.poll(lambda m=m: keys_on(m, "/any") == {
+            "/any/k0": "v0", "/any/k1": "v1", "/any/k2": "v2"},
+            10, "all writes visible on %s" % m.name)
+    # a quorum read on a follower goes through the leader's read index
+    leader = cluster.wait_leader()
+    f = next(m for m in cluster.members if m is not leader)
+    cl = f.client()
+    try:
+        r = cl.get("/any/k0", quorum="true")
+        assert r.status == 200 and r.json()["node"]["value"] == "v0"
+        r = cl.request("GET", "/v2/stats/leader")
+        assert r.status == 403
+        assert cl.request("GET", "/health").json() == {"health": "true"}
+    finally:
+        cl.close()
+    cl = leader.client()
+    try:
+        assert cl.request("GET", "/v2/stats/leader").status == 200
+    finally:
+        cl.close()
+
+
+def test_members_and_machines_list_every_member(cluster):
+    want = {m.name: (m.peer_url, m.url) for m in cluster.members}
+    for m in cluster.members:
+        def listed(m=m):
+            st, js = m.get_json("/v2/members")
+            if st != 200:
+                return False
+            got = {x["name"]: (x["peerURLs"], x["clientURLs"]) for x in js["members"]}
+            return got == {k: ([p], [c]) for k, (p, c) in want.items()}
+        cu.poll(listed, 10, "/v2/members on %s" % m.name)
+        cl = m.client()
+        try:
+            machines = cl.request("GET", "/v2/machines").body.decode().split(", ")
+        finally:
+            cl.close()
+        assert sorted(machines) == sorted(c for _, c in want.values())
+
+
+def test_leader_kill_fails_over_without_losing_acknowledged_writes(cluster):
+    leader = cluster.wait_leader()
+    acked = {}
+    stop = threading.Event()
+    errors = []
+
+    def writer(idx):
+        # each writer writes its own keys through every member in turn
+        n = 0
+        while not stop.is_set():
+            m = cluster.members[n % 3]
+            key = "/ack/w%d_%d" % (idx, n)
+            st = try_put(m, key, str(n), timeout=0.5) if m.alive() else None
+            if st in (200, 201):
+                acked[key] = str(n)
+            elif st is not None and st >= 500 and st not in (500, 503):
+                errors.append((key, st))
+            n += 1
+
+    threads = [threading.Thread(target=writer, args=(i,)) for i in range(2)]
+    for t in threads:
+        t.start()
+    try:
+        cu.poll(lambda: len(acked) >= 20, 15, "writes before the kill")
+        t0 = time.monotonic()
+        leader.kill9()
+        rest = [m for m in cluster.members if m is not leader]
+
+        def served():
+            for m in rest:
+                if try_put(m, "/failover/probe", "1", timeout=0.3) in (200, 201):
+                    return True
+            return False
+        cu.poll(served, 10, "a write after the leader was killed", interval=0.01)
+        failover = time.monotonic() - t0
+        new_leader = cluster.wait_leader(members=rest)
+        assert new_leader is not leader
+        before = len(acked)
+        cu.poll(lambda: len(acked) >= before + 20, 15, "writes after failover")
+    finally:
+        stop.set()
+        for t in threads:
+            t.join()
+    sys.stdout.write("failover (kill to first acknowledged write): %.3f s\n" % failover)
+    assert failover < 3 * ELECTION_MS / 1000.0, failover
+    assert not errors, errors
+    # every acknowledged write is on every survivor
+    for m in rest:
+        cu.poll(lambda m=m: (lambda got: got is not None and all(
+            got.get(k) == v for k, v in acked.items()))(keys_on(m, "/ack")),
+            10, "acknowledged writes on %s" % m.name)
+    # the old leader comes back as a follower and catches up
+    leader.start()
+    cluster.wait_serving(leader)
+    cu.poll(lambda: (lambda got: got is not None and all(
+        got.get(k) == v for k, v in acked.items()))(keys_on(leader, "/ack")),
+        15, "acknowledged writes on the restarted old leader")
+
+
+def test_killed_follower_restarted_catches_up(cluster):
+    leader = cluster.wait_leader()
+    f = next(m for m in cluster.members if m is not leader)
+    f.kill9()
+    for i in range(50):
+        assert try_put(leader, "/catch/k%02d" % i, "v%d" % i, timeout=5) in (200, 201)
+    f.start()
+    cluster.wait_serving(f)
+    want = {"/catch/k%02d" % i: "v%d" % i for i in range(50)}
+    cu.poll(lambda: keys_on(f, "/catch") == want, 15, "the follower catching up")
+    # and it takes part again: a write through it is seen by the leader
+    assert try_put(f, "/catch/after", "x", timeout=5) in (200, 201)
+    cu.poll(lambda: value_on(leader, "/catch/after") == "x", 10, "write via follower")
