@@ -143,6 +143,18 @@ def test_info_cas_may_or_may_not_apply():
                 W(0, 1, 3, 4), R(0, 2, 5, 6)])
 
 
+def test_check_by_key_checks_each_register_alone():
+    a = [dict(W(0, 1, 0, 1), key="a"), dict(R(1, 1, 2, 3), key="a")]
+    b = [dict(W(0, 2, 0, 1), key="b"), dict(R(1, 2, 2, 3), key="b")]
+    ok, infos = lincheck.check_by_key(a + b)
+    assert ok and set(infos) == {"a", "b"}
+    # as one register the same ops are not linearizable
+    assert not lin(a + b)
+    b[1]["output"] = 1        # a value only written to the other key
+    ok, infos = lincheck.check_by_key(a + b)
+    assert not ok and "key 'b'" in infos["b"]["explanation"]
+
+
 def test_malformed_history_is_rejected():
     with pytest.raises(lincheck.HistoryError):
         check([W(0, 1, 5, 4)])
