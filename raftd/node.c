@@ -374,11 +374,76 @@ struct node_batch {
     bool has_rd;
 };
 
+static int meta_decode(const unsigned char *p, size_t len,
+                       struct raft_snapshot_meta *m);
+
+/* The core wants snapshot m->snapshot.index sent to m->to: queue our
+ * newest snapshot file (replacing the message's meta with the file's if a
+ * newer one was saved meanwhile, as raft.h requires), then the message.
+ * The file is read on the loop thread (blocking; snapshots are small next
+ * to the frame limit). Reported to the core at once: a snapshot lost with
+ * its connection is probed for and sent again. */
+static void node_send_snapshot(struct raftd *n, const struct raft_message *m)
+{
+    struct snap_reader *sr = NULL;
+    struct raft_message copy = *m;
+    struct store_buf file;
+    const void *meta;
+    size_t ml;
+    int rv;
+
+    store_buf_init(&file);
+    rv = snap_reader_open(&n->snap_opts, &sr);
+    if (rv == 0) {
+        meta = snap_reader_meta(sr, &ml);
+        rv = meta_decode(meta, ml, &copy.snapshot);
+    }
+    while (rv == 0) {
+        char chunk[65536];
+        size_t got = 0;
+        rv = snap_reader_read_file(sr, chunk, sizeof(chunk), &got);
+        if (rv != 0 || got == 0)
+            break;
+        rv = store_buf_append(&file, chunk, got);
+    }
+    if (sr)
+        snap_reader_free(sr);
+    if (rv == 0)
+        rv = peer_transport_send_snapshot(n->peers, m->to,
+                                          copy.snapshot.term,
+                                          copy.snapshot.index, file.data,
+                                          file.len);
+    if (rv == 0)
+        rv = peer_transport_send(n->peers, &copy);
+    raftd_logf(&n->log, rv == 0 ? RAFTD_LOG_INFO : RAFTD_LOG_WARN, "raft",
+               "sending snapshot at index %llu (%zu bytes) to peer %llx: %s",
+               (unsigned long long)copy.snapshot.index, file.len,
+               (unsigned long long)m->to, rv == 0 ? "queued" : strerror(-rv));
+    store_buf_free(&file);
+    raft_report_snapshot(n->raft, m->to, rv == 0);
+}
+
+/* A snapshot file streamed by the leader: kept for the message after it. */
+static void node_recv_snapshot(void *data, uint64_t from, uint64_t term,
+                               uint64_t index, const uint8_t *file,
+                               size_t len)
+{
+    struct raftd *n = data;
+    (void)from;
+    if (n->closing)
+        return;
+    n->recv_snap.len = 0;
+    n->recv_snap_term = n->recv_snap_index = 0;
+    if (store_buf_append(&n->recv_snap, file, len) == 0) {
+        n->recv_snap_term = term;
+        n->recv_snap_index = index;
+    }
+}
+
 /* Hand messages to the peer transport (peer.c), which writes them at the
  * end of this loop turn. A cluster of one sends none. A message the
  * transport cannot take (peer down, queue full) is dropped and the peer
- * reported unreachable, which Raft tolerates (it probes again). Snapshots
- * are not streamed yet: the leader is told the send failed. */
+ * reported unreachable, which Raft tolerates (it probes again). */
 static void node_send(struct raftd *n, const struct raft_message *msgs,
                       size_t count)
 {
@@ -392,12 +457,7 @@ static void node_send(struct raftd *n, const struct raft_message *msgs,
             continue;
         }
         if (m->type == RAFT_MSG_SNAPSHOT) {
-            raftd_logf(&n->log, RAFTD_LOG_WARN, "raft",
-                       "peer %llx needs snapshot %llu: snapshot streaming "
-                       "is not implemented",
-                       (unsigned long long)m->to,
-                       (unsigned long long)m->snapshot.index);
-            raft_report_snapshot(n->raft, m->to, false);
+            node_send_snapshot(n, m);
             continue;
         }
         rv = peer_transport_send(n->peers, m);
@@ -413,6 +473,12 @@ static void node_recv(void *data, const struct raft_message *m)
 {
     struct raftd *n = data;
     if (n->closing)
+        return;
+    /* A snapshot message without its file (or with another one) cannot be
+     * installed: drop it, the leader sends it again. */
+    if (m->type == RAFT_MSG_SNAPSHOT &&
+        (m->snapshot.index != n->recv_snap_index ||
+         m->snapshot.term != n->recv_snap_term))
         return;
     if (m->type == RAFT_MSG_APPEND)
         n->recv_append_cnt++;
@@ -449,6 +515,72 @@ static void node_batch_cb(struct wal_append_req *req, int status)
     free(b);
 }
 
+static void snap_install_marker_cb(struct wal_append_req *req, int status)
+{
+    (void)status; /* the batch queued after it reports WAL failures */
+    free(req);
+}
+
+/* A follower installs the snapshot the leader streamed: write the file
+ * (snap/), load the store from it, queue the WAL snapshot marker ahead of
+ * this ready's batch (so the batch's fsync covers it before anything is
+ * acknowledged) and tell the core it is applied. Blocking file I/O on the
+ * loop thread. */
+static int node_install_snapshot(struct raftd *n,
+                                 const struct raft_snapshot_meta *sm)
+{
+    struct snap_writer *w = NULL;
+    struct snap_reader *sr = NULL;
+    struct wal_append_req *req;
+    struct wal_snapshot ws;
+    int rv;
+
+    if (sm->index != n->recv_snap_index || n->recv_snap.len == 0) {
+        raftd_logf(&n->log, RAFTD_LOG_ERROR, "raftd",
+                   "snapshot at index %llu to install but no file for it",
+                   (unsigned long long)sm->index);
+        return -EIO;
+    }
+    rv = snap_writer_new_file(&n->snap_opts, sm->term, sm->index, &w);
+    if (rv == 0) {
+        rv = snap_writer_write_file(w, n->recv_snap.data, n->recv_snap.len);
+        if (rv == 0)
+            rv = snap_writer_commit(w);
+        else
+            snap_writer_abort(w);
+    }
+    if (rv == 0)
+        rv = snap_reader_open_at(&n->snap_opts, sm->term, sm->index, &sr);
+    if (rv == 0) {
+        rv = store_load(n->store, snap_read_cb, sr);
+        snap_reader_free(sr);
+    }
+    if (rv != 0) {
+        raftd_logf(&n->log, RAFTD_LOG_ERROR, "raftd",
+                   "installing snapshot at index %llu: %s",
+                   (unsigned long long)sm->index, strerror(-rv));
+        return rv;
+    }
+    req = calloc(1, sizeof(*req));
+    if (req == NULL)
+        return -ENOMEM;
+    ws.term = sm->term;
+    ws.index = sm->index;
+    rv = wal_save_snapshot(n->wal, req, &ws, snap_install_marker_cb);
+    if (rv != 0) {
+        free(req);
+        return rv;
+    }
+    raft_applied(n->raft, sm->index);
+    n->snap_index = sm->index;
+    n->recv_snap.len = 0;
+    n->recv_snap_index = n->recv_snap_term = 0;
+    raftd_logf(&n->log, RAFTD_LOG_INFO, "raftd",
+               "installed the leader's snapshot at index %llu",
+               (unsigned long long)sm->index);
+    return 0;
+}
+
 static int node_persist(struct raftd *n, const struct raft_ready *rd,
                         struct node_batch **out)
 {
@@ -466,13 +598,18 @@ static int node_persist(struct raftd *n, const struct raft_ready *rd,
             rd->hard_state.vote != n->hs_written.vote)
             n->hs_must_sync = true;
     }
+    if (rd->has_snapshot) {
+        rv = node_install_snapshot(n, &rd->snapshot);
+        if (rv != 0)
+            return rv;
+    }
     /* A hard state that only moves commit need not be durable (Raft
      * re-derives commit after a restart), so it is not worth a WAL write
      * of its own: it rides along with the next batch of entries. This
      * halves the WAL appends of sequential writes. Term and vote changes
      * are written (and fsynced) at once. */
     *out = NULL;
-    if (rd->n_entries == 0 && !n->hs_must_sync) {
+    if (rd->n_entries == 0 && !n->hs_must_sync && !rd->has_snapshot) {
         if (rd->persist_index)
             raft_persisted(n->raft, rd->persist_index, rd->persist_term);
         return 0;
@@ -1282,6 +1419,7 @@ static void node_free(struct raftd *n)
     if (n->store)
         store_free(n->store);
     store_buf_free(&n->scratch);
+    store_buf_free(&n->recv_snap);
     free(n->member_dir);
     free(n->wal_dir);
     free(n->snap_dir);
@@ -1418,7 +1556,8 @@ int raftd_start(struct raftd *n)
     /* Peers: only for a cluster of more than one member (a single member
      * never binds its peer URL, as before). */
     if (!n->single_voter || n->cfg->n_members > 1) {
-        struct peer_callbacks pc = {.data = n, .recv = node_recv};
+        struct peer_callbacks pc = {.data = n, .recv = node_recv,
+                                    .snapshot = node_recv_snapshot};
         bool listed = false;
         for (size_t i = 0; i < n->cfg->n_members; i++)
             listed |= n->cfg->members[i].id == n->member_id;

@@ -89,6 +89,10 @@ struct raftd {
     struct peer_transport *peers;
     bool publish_applied;
     int64_t publish_ns;
+    /* The last snapshot file a leader streamed to us, kept until the
+     * RAFT_MSG_SNAPSHOT that follows it is installed (or replaced). */
+    struct store_buf recv_snap;
+    uint64_t recv_snap_term, recv_snap_index;
 
     /* Proposals waiting for their entry to be applied, by request id. */
     struct raftd_write_req *waiters[NODE_WAITER_BUCKETS];
@@ -156,6 +160,7 @@ struct raftd {
 #define PEER_FRAME_MAX (64u << 20)      /* kind + payload */
 #define PEER_KIND_HELLO 1
 #define PEER_KIND_MESSAGE 2
+#define PEER_KIND_SNAPSHOT 3 /* be64 term, be64 index, the .snap file */
 #define PEER_QUEUE_MAX_BYTES (16u << 20) /* per peer, encoded, unsent */
 #define PEER_QUEUE_MAX_MSGS 8192u
 #define PEER_BACKOFF_MIN_MS 20u
@@ -179,6 +184,11 @@ struct peer_decoded {
 /* Append one frame to out. 0, -ENOMEM, -EMSGSIZE, -EINVAL. */
 int peer_hello_encode(const struct peer_hello *h, struct store_buf *out);
 int peer_msg_encode(const struct raft_message *m, struct store_buf *out);
+int peer_snap_encode(uint64_t term, uint64_t index, const void *file,
+                     size_t len, struct store_buf *out);
+/* A snapshot payload: *file points into p. 0 or -EBADMSG. */
+int peer_snap_decode(const uint8_t *p, size_t len, uint64_t *term,
+                     uint64_t *index, const uint8_t **file, size_t *flen);
 /* The first frame in buf[0..len): returns its total size (> 0) and sets
  * kind, payload (pointing into buf) and plen; 0 if buf holds only part of
  * a frame; -EBADMSG for a bad length or kind. */
@@ -199,6 +209,10 @@ struct peer_callbacks {
     /* A message from a peer (m borrowed for the call; m->from is the
      * authenticated sender, m->to this member). */
     void (*recv)(void *data, const struct raft_message *m);
+    /* A snapshot file from peer `from` (bytes borrowed for the call); the
+     * RAFT_MSG_SNAPSHOT message describing it follows. May be NULL. */
+    void (*snapshot)(void *data, uint64_t from, uint64_t term,
+                     uint64_t index, const uint8_t *file, size_t len);
 };
 /* peers: the other members (id and peer URLs), borrowed until close. */
 int peer_transport_new(uv_loop_t *loop, const struct raftd_log *log,
@@ -214,6 +228,11 @@ int peer_transport_listen(struct peer_transport *t, const char *url);
 int peer_transport_send(struct peer_transport *t, const struct raft_message *m);
 /* The port the first listener bound (useful with port 0), or 0. */
 int peer_transport_port(const struct peer_transport *t);
+/* Queue a snapshot file for peer `to` (before its RAFT_MSG_SNAPSHOT).
+ * Same errors as peer_transport_send, and -EMSGSIZE past PEER_FRAME_MAX. */
+int peer_transport_send_snapshot(struct peer_transport *t, uint64_t to,
+                                 uint64_t term, uint64_t index,
+                                 const void *file, size_t len);
 /* Start writing what was queued (once per loop turn). */
 void peer_transport_flush(struct peer_transport *t);
 /* True if an outbound connection to id is up. */

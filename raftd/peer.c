@@ -286,6 +286,40 @@ static void peer_dial(struct peer_out *p)
         out_drop(p, uv_strerror(rv));
 }
 
+static struct peer_out *peer_find(struct peer_transport *t, uint64_t id)
+{
+    for (size_t i = 0; i < t->n_peers; i++)
+        if (t->peers[i].id == id)
+            return &t->peers[i];
+    return NULL;
+}
+
+int peer_transport_send_snapshot(struct peer_transport *t, uint64_t to,
+                                 uint64_t term, uint64_t index,
+                                 const void *file, size_t len)
+{
+    struct peer_out *p;
+    size_t old;
+    int rv;
+    if (t->closing)
+        return -ECANCELED;
+    p = peer_find(t, to);
+    if (p == NULL)
+        return -ENOENT;
+    if (p->state != PEER_UP && p->state != PEER_CONNECTING)
+        return -ENOTCONN;
+    if (p->queue.len >= PEER_QUEUE_MAX_BYTES)
+        return -ENOBUFS;
+    old = p->queue.len;
+    rv = peer_snap_encode(term, index, file, len, &p->queue);
+    if (rv != 0) {
+        p->queue.len = old;
+        return rv;
+    }
+    p->queued_msgs++;
+    return 0;
+}
+
 int peer_transport_send(struct peer_transport *t, const struct raft_message *m)
 {
     struct peer_out *p = NULL;
@@ -412,6 +446,16 @@ static int in_frame(struct peer_in *in, uint8_t kind, const uint8_t *p,
         }
         in->hello_ok = true;
         in->from = h.from;
+        return 0;
+    }
+    if (kind == PEER_KIND_SNAPSHOT) {
+        uint64_t term, index;
+        const uint8_t *file;
+        size_t flen;
+        if (peer_snap_decode(p, len, &term, &index, &file, &flen) != 0)
+            return -1;
+        if (t->cb.snapshot)
+            t->cb.snapshot(t->cb.data, in->from, term, index, file, flen);
         return 0;
     }
     if (kind != PEER_KIND_MESSAGE)

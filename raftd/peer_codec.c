@@ -146,6 +146,54 @@ out:
     return rv;
 }
 
+static void put_be64(unsigned char *p, uint64_t v)
+{
+    for (int i = 0; i < 8; i++)
+        p[i] = (unsigned char)(v >> (56 - 8 * i));
+}
+
+static uint64_t get_be64(const uint8_t *p)
+{
+    uint64_t v = 0;
+    for (int i = 0; i < 8; i++)
+        v = v << 8 | p[i];
+    return v;
+}
+
+int peer_snap_encode(uint64_t term, uint64_t index, const void *file,
+                     size_t len, struct store_buf *out)
+{
+    size_t old = out->len;
+    unsigned char *p;
+    int rv = frame_head(out, PEER_KIND_SNAPSHOT, 16 + len);
+    if (rv != 0)
+        return rv;
+    p = buf_reserve(out, 16 + len);
+    if (p == NULL) {
+        out->len = old;
+        return -ENOMEM;
+    }
+    put_be64(p, term);
+    put_be64(p + 8, index);
+    if (len)
+        memcpy(p + 16, file, len);
+    return 0;
+}
+
+int peer_snap_decode(const uint8_t *p, size_t len, uint64_t *term,
+                     uint64_t *index, const uint8_t **file, size_t *flen)
+{
+    if (len < 16)
+        return -EBADMSG;
+    *term = get_be64(p);
+    *index = get_be64(p + 8);
+    if (*index == 0)
+        return -EBADMSG;
+    *file = p + 16;
+    *flen = len - 16;
+    return 0;
+}
+
 int peer_frame_next(const void *buf, size_t len, uint8_t *kind,
                     const uint8_t **payload, size_t *plen)
 {
@@ -160,7 +208,8 @@ int peer_frame_next(const void *buf, size_t len, uint8_t *kind,
     if (len - 4 < flen)
         return 0;
     *kind = p[4];
-    if (*kind != PEER_KIND_HELLO && *kind != PEER_KIND_MESSAGE)
+    if (*kind != PEER_KIND_HELLO && *kind != PEER_KIND_MESSAGE &&
+        *kind != PEER_KIND_SNAPSHOT)
         return -EBADMSG;
     *payload = p + 5;
     *plen = flen - 1;

@@ -218,6 +218,7 @@ static int run_hello(uint64_t cluster_id, int *received)
     members[0].peer_urls.n = 1;
     members[0].peer_urls.v = urls; /* port 1: the dial just fails */
     members[1].id = 7;
+    memset(&cb, 0, sizeof(cb));
     cb.data = &l;
     cb.recv = live_recv;
     if (peer_transport_new(&loop, &log, 0xc1, 7, members, 2, &cb, &t) != 0)

@@ -187,3 +187,68 @@ def test_killed_follower_restarted_catches_up(cluster):
     # and it takes part again: a write through it is seen by the leader
     assert try_put(f, "/catch/after", "x", timeout=5) in (200, 201)
     cu.poll(lambda: value_on(leader, "/catch/after") == "x", 10, "write via follower")
+
+
+@pytest.fixture
+def snap_cluster(request):
+    if harness.target() != "raftd":
+        pytest.skip("cluster tests start raftd processes")
+    c = cu.Cluster(3, heartbeat_ms=50, election_ms=ELECTION_MS,
+                   extra_args=["--snapshot-count", "1000"])
+    failed = True
+    try:
+        c.start()
+        yield c
+        failed = getattr(request.node, "rep_call", None) is None or \
+            request.node.rep_call.failed
+    finally:
+        reports = c.close(failed)
+    if reports:
+        pytest.fail("sanitizer report:\n" + "\n".join(reports))
+
+
+def test_lagging_follower_gets_a_snapshot(snap_cluster):
+    """A follower down while the leader wrote more entries than it keeps
+    after a snapshot (5000) is sent the snapshot file and catches up."""
+    c = snap_cluster
+    leader = c.wait_leader()
+    f = next(m for m in c.members if m is not leader)
+    f.kill9()
+    n_keys, n_threads = 5600, 8
+    failures = []
+
+    def writer(t):
+        cl = leader.client(10)
+        try:
+            for i in range(t, n_keys, n_threads):
+                r = cl.put("/snap/k%05d" % i, value="v%d" % i)
+                if r.status not in (200, 201):
+                    failures.append((i, r.status))
+        finally:
+            cl.close()
+    threads = [threading.Thread(target=writer, args=(t,)) for t in range(n_threads)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not failures, failures[:5]
+    cu.poll(lambda: "saved snapshot" in leader.stderr_text(), 20,
+            "a snapshot on the leader")
+    f.start()
+    c.wait_serving(f, 30)
+
+    def caught_up():
+        got = keys_on(f, "/snap", timeout=5)
+        return got is not None and len(got) == n_keys and \
+            got["/snap/k%05d" % (n_keys - 1)] == "v%d" % (n_keys - 1)
+    cu.poll(caught_up, 30, "the lagging follower catching up", interval=0.2)
+    assert "installed the leader's snapshot" in f.stderr_text()
+    # it keeps following: a new write reaches it
+    assert try_put(leader, "/snap/after", "x", timeout=5) in (200, 201)
+    cu.poll(lambda: value_on(f, "/snap/after") == "x", 10, "a write after the snapshot")
+    # and it restarts from what it installed
+    f.stop()
+    f.start()
+    c.wait_serving(f, 30)
+    cu.poll(lambda: value_on(f, "/snap/after") == "x", 10, "state after restart")
+    assert value_on(f, "/snap/k00000") == "v0"
