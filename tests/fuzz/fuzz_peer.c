@@ -23,6 +23,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         if (kind == PEER_KIND_HELLO) {
             struct peer_hello h;
             (void)peer_hello_decode(payload, plen, &h);
+        } else if (kind == PEER_KIND_SNAPSHOT) {
+            uint64_t term, index;
+            const uint8_t *file;
+            size_t flen;
+            (void)peer_snap_decode(payload, plen, &term, &index, &file,
+                                   &flen);
         } else {
             struct peer_decoded d;
             if (peer_msg_decode(payload, plen, &d) == 0) {

@@ -104,6 +104,34 @@ TEST(snapshot_meta_and_hello)
     store_buf_free(&b);
 }
 
+TEST(snapshot_file_frame)
+{
+    struct store_buf b;
+    const uint8_t *payload, *file;
+    size_t plen, flen;
+    uint8_t kind;
+    uint64_t term, index;
+
+    store_buf_init(&b);
+    ASSERT_OK(peer_snap_encode(7, 4242, "SNAPDATA", 8, &b));
+    ASSERT_EQ(b.len, 5 + 16 + 8);
+    ASSERT_EQ(peer_frame_next(b.data, b.len, &kind, &payload, &plen),
+              (int)b.len);
+    ASSERT_EQ(kind, PEER_KIND_SNAPSHOT);
+    ASSERT_OK(peer_snap_decode(payload, plen, &term, &index, &file, &flen));
+    ASSERT_EQ(term, 7);
+    ASSERT_EQ(index, 4242);
+    ASSERT_EQ(flen, 8);
+    ASSERT(memcmp(file, "SNAPDATA", 8) == 0);
+    /* too short for the header, and index 0 */
+    ASSERT_EQ(peer_snap_decode(payload, 15, &term, &index, &file, &flen),
+              -EBADMSG);
+    memset((char *)b.data + 5, 0, 16);
+    ASSERT_EQ(peer_snap_decode(payload, plen, &term, &index, &file, &flen),
+              -EBADMSG);
+    store_buf_free(&b);
+}
+
 TEST(bad_input)
 {
     const uint8_t *payload;
@@ -264,4 +292,4 @@ TEST(listener_checks_cluster_id)
 }
 
 TEST_MAIN(TEST_ENTRY(message_round_trip), TEST_ENTRY(snapshot_meta_and_hello),
-          TEST_ENTRY(bad_input), TEST_ENTRY(listener_checks_cluster_id))
+          TEST_ENTRY(snapshot_file_frame), TEST_ENTRY(bad_input), TEST_ENTRY(listener_checks_cluster_id))
