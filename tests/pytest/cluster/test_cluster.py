@@ -252,3 +252,43 @@ def test_lagging_follower_gets_a_snapshot(snap_cluster):
     c.wait_serving(f, 30)
     cu.poll(lambda: value_on(f, "/snap/after") == "x", 10, "state after restart")
     assert value_on(f, "/snap/k00000") == "v0"
+
+
+def test_member_of_another_cluster_is_refused(cluster):
+    """A raftd bootstrapped into another cluster that names one of our
+    members as its peer is refused at the handshake (logged, as etcd), and
+    our cluster keeps serving."""
+    target = cluster.members[0]
+    other = cu.Cluster(1, heartbeat_ms=50, election_ms=ELECTION_MS)
+    try:
+        x = other.members[0]
+        x.name = "intruder"
+        other.token = "another-cluster"
+        other.initial_cluster = lambda: "intruder=%s,%s=%s" % (
+            x.peer_url, target.name, target.peer_url)
+        x.start()
+        cu.poll(lambda: "cluster ID mismatch" in target.stderr_text(), 10,
+                "the refusal logged by %s" % target.name)
+        # the intruder never gets a leader: it has no quorum
+        st, js = x.get_json("/health")
+        assert st != 200 or js != {"health": "true"}
+    finally:
+        other.close()
+    assert try_put(target, "/refused/ok", "1", timeout=5) in (200, 201)
+
+
+def test_health_follows_quorum(cluster):
+    leader = cluster.wait_leader()
+    followers = [m for m in cluster.members if m is not leader]
+    for m in cluster.members:
+        assert m.get_json("/health") == (200, {"health": "true"})
+    for f in followers:
+        f.kill9()
+    # the leader steps down once it has not heard from a quorum (check
+    # quorum, one election timeout), and then reports unhealthy
+    cu.poll(lambda: leader.get_json("/health")[0] == 503, 10,
+            "/health false without quorum")
+    assert try_put(leader, "/health/x", "1", timeout=2) not in (200, 201)
+    followers[0].start()
+    cu.poll(lambda: leader.get_json("/health") == (200, {"health": "true"}), 15,
+            "/health true with a quorum again")
