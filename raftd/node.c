@@ -573,7 +573,8 @@ static int node_install_snapshot(struct raftd *n,
     }
     raft_applied(n->raft, sm->index);
     n->snap_index = sm->index;
-    n->recv_snap.len = 0;
+    store_buf_free(&n->recv_snap); /* may be large: do not keep it */
+    store_buf_init(&n->recv_snap);
     n->recv_snap_index = n->recv_snap_term = 0;
     raftd_logf(&n->log, RAFTD_LOG_INFO, "raftd",
                "installed the leader's snapshot at index %llu",
