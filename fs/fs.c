@@ -101,6 +101,8 @@ int fs_options_parse(struct fs_options *o, const char *opts, char **opts_copy)
             o->no_inotify = true;
         } else if (strcmp(t, "quorum") == 0 && val == NULL) {
             o->quorum = true;
+        } else if (strcmp(t, "cas") == 0 && val == NULL) {
+            o->cas = true;
         } else if (strcmp(t, "root") == 0 && val != NULL && val[0] == '/') {
             o->root = val;
         } else if (val == NULL) {
@@ -1584,6 +1586,7 @@ static void open_cb(void *arg, int status, const struct fs_meta *meta,
         if (len > 0)
             memcpy(fh->buf, value, len);
         fh->loaded = true;
+        fh->cas_index = meta->modified_index;
         fi.fh = (uintptr_t)fh;
         /* The kernel's cached size and pages may predate the value just
          * read (the invalidation for a remote change is asynchronous):
@@ -1609,15 +1612,50 @@ static void open_cb(void *arg, int status, const struct fs_meta *meta,
     ctx_free(c);
 }
 
+/* -o cas, O_TRUNC: nothing to load, only the version the close's store is
+ * conditional on. A key gone since the kernel's lookup makes the store a
+ * create, as if the open had created it. */
+static void open_trunc_cb(void *arg, int status, const struct fs_meta *meta,
+                          const void *value, size_t len)
+{
+    struct fs_ctx *c = arg;
+    struct fs_fh *fh = c->fh;
+    struct fuse_file_info fi = c->fi;
+
+    if (status == 0 && meta->dir)
+        status = 102;
+    if (status == 0) {
+        fh->cas_index = meta->modified_index;
+    } else if (status == 100) {
+        fh->cas_index = 0;
+        status = 0;
+    }
+    if (status != 0) {
+        fh_free(fh);
+        fuse_reply_err(c->req, -fs_status_errno(status));
+    } else {
+        /* As the O_TRUNC open without cas: the kernel empties its pages
+         * itself (FUSE_CAP_ATOMIC_O_TRUNC). */
+        fh->loaded = true;
+        fh->dirty = true;
+        fi.fh = (uintptr_t)fh;
+        if (fuse_reply_open(c->req, &fi) != 0)
+            fh_free(fh);
+    }
+    ctx_free(c);
+}
+
 static void watch_start(struct fs_fh *fh, uint64_t since);
 
-/* The read of an open: the value into the handle's buffer (open_cb). */
+/* The read of an open: the value into the handle's buffer (open_cb), or
+ * under -o cas with O_TRUNC only its version (open_trunc_cb). */
 static void open_get(struct fs_ctx *c)
 {
     struct fs *fs = c->fs;
     struct fs_fh *fh = c->fh;
     char *sp = store_path(fs, fh->in->path);
-    int rv = sp ? fs->ops->get(fs->data, sp, open_cb, c) : -ENOMEM;
+    fs_get_cb cb = (c->fi.flags & O_TRUNC) ? open_trunc_cb : open_cb;
+    int rv = sp ? fs->ops->get(fs->data, sp, cb, c) : -ENOMEM;
     free(sp);
     if (rv != 0)
         fh_free(fh);
@@ -1664,6 +1702,7 @@ static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
         return;
     }
     fh->append = (fi->flags & O_APPEND) != 0;
+    fh->cas = fs->opt.cas && in->kind == FS_KIND_NODE;
     if (in->kind != FS_KIND_NODE) {
         /* Streams: no page cache, offsets ignored. */
         fi->direct_io = 1;
@@ -1676,7 +1715,7 @@ static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
             fh_free(fh);
         return;
     }
-    if (fi->flags & O_TRUNC) {
+    if ((fi->flags & O_TRUNC) && !fh->cas) {
         fh->loaded = true;
         fh->dirty = true;
         fi->fh = (uintptr_t)fh;
@@ -1726,6 +1765,7 @@ static void create_finish(struct fs *fs, fuse_req_t req, const char *rel,
     fh->excl = (fi->flags & O_EXCL) != 0;
     fh->append = (fi->flags & O_APPEND) != 0;
     fh->pending_create = true;
+    fh->cas = fs->opt.cas; /* cas_index 0: the store must create */
     in->pending++;
     in->pending_size = 0;
     in->attr_index = 0;
@@ -1874,6 +1914,13 @@ static void flush_cb(void *arg, int status, const struct fs_meta *meta)
         fh->in->cache_index = meta->modified_index;
         if (c->local != NULL)
             c->local->done_index = meta->modified_index;
+        fh->cas_index = meta->modified_index; /* the next store's base */
+    } else if (status != 0 && fh->kind == FS_KIND_NODE) {
+        /* The kernel's size and pages hold bytes the store refused (a
+         * compare failed under -o cas, EFBIG, EIO): drop them. */
+        fh->in->attr_index = 0;
+        fh->in->cache_index = 0;
+        notify_push(fh->fs, fh->in->ino, 0, NULL);
     }
     /* A failed store is not retried at release: close(2) has reported
      * the error, and storing the value later would contradict it. */
@@ -1920,6 +1967,10 @@ static void fh_store(struct fs_fh *fh, fuse_req_t req)
             .value_len = fh->len,
             .prev_exist = fh->excl ? 0 : -1,
         };
+        if (fh->cas && fh->cas_index != 0)
+            a.prev_index = fh->cas_index; /* 101 if changed since open */
+        else if (fh->cas)
+            a.prev_exist = 0; /* absent at open: 105 if created since */
         c->local = local_begin(fs, sp, false);
         if (c->local != NULL)
             c->local->defer = true;
@@ -2015,6 +2066,8 @@ static void truncate_get_cb(void *arg, int status, const struct fs_meta *meta,
     char *sp = store_path(fs, c->path);
     struct fs_set_args a = {.path = sp, .value = c->buf,
                             .value_len = c->len, .prev_exist = 1};
+    if (fs->opt.cas)
+        a.prev_index = meta->modified_index; /* a change in between: 101 */
     if (sp != NULL)
         c->local = local_begin(fs, sp, false);
     int rv = sp ? fs->ops->set(fs->data, &a, truncate_set_cb, c) : -ENOMEM;

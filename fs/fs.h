@@ -159,6 +159,9 @@ struct fs_options {
     bool debug;             /* libfuse's -d */
     bool no_inotify;        /* do not replay remote changes for inotify */
     bool quorum;            /* linearizable opens through ops->barrier */
+    bool cas;               /* a key's store at close is conditional on the
+                             * modifiedIndex seen at open (prevIndex), or
+                             * on its absence (prevExist=false) */
     double entry_timeout;   /* kernel cache timeouts, seconds */
     double attr_timeout;
     size_t max_value;       /* larger writes fail with EFBIG */
@@ -175,7 +178,7 @@ void fs_options_init(struct fs_options *o);
 
 /* Parse one comma-separated -o string (uid=N, gid=N, mode=OCTAL for files
  * (directories get the x bits where r is set), allow_other, ro, root=PATH,
- * debug, max_value=BYTES, timeout=SECONDS, noinotify, quorum,
+ * debug, max_value=BYTES, timeout=SECONDS, noinotify, quorum, cas,
  * keep_inodes=N) into o.
  * Unknown options are -EINVAL. opts is borrowed; o->root then points into *opts_copy, a heap
  * copy the caller frees with free() after fs_close. */

@@ -95,6 +95,11 @@ struct fs_fh {
     char *buf;
     size_t len, cap;
     bool loaded, dirty, flushing, excl, append, pending_create;
+    /* -o cas: the store at close is conditional on cas_index, the key's
+     * modifiedIndex at open (then of this handle's last store); 0 = the
+     * key was absent, so the store is a create (prevExist=false). */
+    bool cas;
+    uint64_t cas_index;
     /* .new */
     char *created; /* "name\n" once posted */
     size_t rpos;
