@@ -62,6 +62,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/eventfd.h>
 #include <sys/file.h>
 #include <sys/stat.h>
 #include <time.h>
@@ -129,9 +130,15 @@ struct wal {
     int sub_has_hs; /* last hard state submitted (for MustSync) */
     struct wal_hard_state sub_hs;
     int threads;
-    int async_init;
+    int async_init; /* notify is initialised */
     pthread_t writer;
-    uv_async_t async;
+    /* Writer -> loop: an eventfd polled by the loop. Not a uv_async_t:
+     * libuv's async handshake makes the woken loop thread sched_yield()
+     * until the writer returns from uv_async_send, which on a busy 2-core
+     * machine cost a PUT up to milliseconds (perf trace: ~1.7 yields per
+     * PUT on the loop thread). */
+    int evfd;
+    uv_poll_t notify;
 
     /* Preallocator: prepares TMP_NAME ahead, guarded by mtx. */
     pthread_t prep;
@@ -880,6 +887,7 @@ static struct wal *wal_alloc(const char *dir, const struct wal_options *opts)
     w->log_data = opts ? opts->log_data : NULL;
     w->lock_fd = -1;
     w->fd = -1;
+    w->evfd = -1;
     w->spin_ns = WRITER_SPIN_NS;
     w->prep_fd = -1;
     pthread_mutex_init(&w->io_mtx, NULL);
@@ -1464,7 +1472,12 @@ static void *writer_main(void *arg)
         pthread_mutex_lock(&w->mtx);
         queue_append(&w->d_head, &w->d_tail, batch);
         pthread_mutex_unlock(&w->mtx);
-        uv_async_send(&w->async);
+        {
+            uint64_t one = 1;
+            /* Cannot fail but for EINTR: the loop drains the counter. */
+            while (write(w->evfd, &one, sizeof(one)) < 0 && errno == EINTR)
+                ;
+        }
         pthread_mutex_lock(&w->mtx);
     }
     pthread_mutex_unlock(&w->mtx);
@@ -1489,9 +1502,17 @@ static void deliver_done(struct wal *w)
     }
 }
 
-static void on_async(uv_async_t *h)
+static void on_notify(uv_poll_t *h, int status, int events)
 {
-    deliver_done(h->data);
+    struct wal *w = h->data;
+    uint64_t cnt;
+    (void)status;
+    (void)events;
+    /* Drain the counter first: a batch finished after this read signals
+     * again, one finished before is in d_head already. */
+    while (read(w->evfd, &cnt, sizeof(cnt)) < 0 && errno == EINTR)
+        ;
+    deliver_done(w);
 }
 
 static int threads_start(struct wal *w)
@@ -1499,22 +1520,27 @@ static int threads_start(struct wal *w)
     int rv;
     if (!w->loop)
         return 0;
+    w->evfd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    if (w->evfd < 0)
+        return -errno;
     w->prep_state = PREP_WANT;
     rv = -pthread_create(&w->writer, NULL, writer_main, w);
     if (rv)
-        return rv;
+        goto err_evfd;
     rv = -pthread_create(&w->prep, NULL, prep_main, w);
     if (rv)
         goto err_after_writer;
     /* The writer only signals after a request was queued, which cannot
      * happen before this returns, so initialising the handle last is safe. */
-    rv = uv_async_init(w->loop, &w->async, on_async);
+    rv = uv_poll_init(w->loop, &w->notify, w->evfd);
     if (rv)
         goto err_after_prep;
-    w->async.data = w;
+    w->notify.data = w;
     w->async_init = 1;
     w->threads = 1;
-    return 0;
+    /* Fails only for an fd libuv already watches (UV_EEXIST), which a new
+     * eventfd is not; wal_close undoes both the threads and the handle. */
+    return uv_poll_start(&w->notify, UV_READABLE, on_notify);
 
 err_after_prep:
     pthread_mutex_lock(&w->mtx);
@@ -1534,6 +1560,9 @@ err_after_writer:
     }
     w->stopping = 0;
     w->prep_state = PREP_IDLE;
+err_evfd:
+    close(w->evfd);
+    w->evfd = -1;
     return rv;
 }
 
@@ -1858,6 +1887,8 @@ int wal_purge(struct wal *w, uint64_t snap_index, unsigned max_wals)
 static void on_async_closed(uv_handle_t *h)
 {
     struct wal *w = h->data;
+    close(w->evfd);
+    w->evfd = -1;
     void (*cb)(void *) = w->close_cb;
     void *arg = w->close_arg;
     wal_free(w);
@@ -1902,7 +1933,7 @@ void wal_close(struct wal *w, void (*close_cb)(void *arg), void *arg)
         free(tmp);
     }
     if (had_async) {
-        uv_close((uv_handle_t *)&w->async, on_async_closed);
+        uv_close((uv_handle_t *)&w->notify, on_async_closed);
         return;
     }
     wal_free(w);
