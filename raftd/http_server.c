@@ -620,16 +620,21 @@ int http_response_add_header(struct http_request *req, const char *name,
     struct conn *c = CONTAINER_OF(req, struct conn, req);
     if (c->began)
         return -EINVAL;
-    /* One pass over each string (length and forbidden bytes together):
-     * this runs for every header of every response. */
-    size_t nlen = 0, vlen = 0;
-    for (; name[nlen] != '\0'; nlen++)
-        if (name[nlen] == '\r' || name[nlen] == '\n' || name[nlen] == ':')
+    /* One pass over the name: length, forbidden bytes, and whether it is
+     * already in canonical form (then http_canonical_key would change
+     * nothing, valid token or not). This runs for every header of every
+     * response. */
+    size_t nlen = 0, vlen;
+    int canonical = 1, upper = 1;
+    for (unsigned char ch; (ch = (unsigned char)name[nlen]) != '\0'; nlen++) {
+        if (ch == '\r' || ch == '\n' || ch == ':')
             return -EINVAL;
-    for (; value[vlen] != '\0'; vlen++)
-        if (value[vlen] == '\r' || value[vlen] == '\n')
-            return -EINVAL;
-    if (nlen == 0)
+        if (upper ? (ch >= 'a' && ch <= 'z') : (ch >= 'A' && ch <= 'Z'))
+            canonical = 0;
+        upper = ch == '-';
+    }
+    vlen = strcspn(value, "\r\n");
+    if (nlen == 0 || value[vlen] != '\0')
         return -EINVAL;
     if (c->nrh == c->rhcap) {
         size_t cap = c->rhcap ? c->rhcap * 2 : 8;
@@ -645,7 +650,8 @@ int http_response_add_header(struct http_request *req, const char *name,
     h->name_off = c->rh.len;
     h->name_len = nlen;
     memcpy(c->rh.p + c->rh.len, name, nlen + 1);
-    http_canonical_key(c->rh.p + c->rh.len, nlen);
+    if (!canonical)
+        http_canonical_key(c->rh.p + c->rh.len, nlen);
     c->rh.len += nlen + 1;
     h->val_off = c->rh.len;
     h->val_len = vlen;
