@@ -306,6 +306,54 @@ static struct fs_inode *inode_obtain(struct fs *fs, const char *path, int kind)
 
 static void inode_maybe_free(struct fs *fs, struct fs_inode *in);
 
+/* The inode for a key or directory at path that the kernel is about to be
+ * told is of type dir. If the path's inode was shown to the kernel with
+ * the other type (the key was deleted and recreated as a directory, or the
+ * reverse, and the kernel may still hold the old inode), the old number is
+ * orphaned until forgotten and the path gets a new one: reusing it would
+ * make the kernel mark the inode bad and answer EIO. */
+static struct fs_inode *inode_obtain_typed(struct fs *fs, const char *path,
+                                           bool dir)
+{
+    unsigned char t = dir ? FS_TYPE_DIR : FS_TYPE_FILE;
+    struct fs_inode *in = inode_find(fs, path, FS_KIND_NODE);
+    if (in != NULL && in->kernel_type != 0 && in->kernel_type != t &&
+        in->ino != FUSE_ROOT_ID) {
+        path_unlink(fs, in);
+        in->known_dir = false;
+        inode_maybe_free(fs, in);
+    }
+    in = inode_obtain(fs, path, FS_KIND_NODE);
+    if (in != NULL)
+        in->kernel_type = t;
+    return in;
+}
+
+/* A new number for the replayer's view of path (a shadow, see
+ * shadow_entry), outside the path table: nothing but the replayer's own
+ * requests ever reaches it, and it is freed once the kernel forgets it. */
+static struct fs_inode *inode_new_shadow(struct fs *fs, const char *path,
+                                         bool dir)
+{
+    if (fs->n_inodes + 1 > fs->n_buckets && table_grow(fs) != 0)
+        return NULL;
+    struct fs_inode *in = calloc(1, sizeof(*in));
+    if (in == NULL)
+        return NULL;
+    in->path = strdup(path);
+    if (in->path == NULL) {
+        free(in);
+        return NULL;
+    }
+    in->kind = FS_KIND_NODE;
+    in->kernel_type = dir ? FS_TYPE_DIR : FS_TYPE_FILE;
+    in->ino = fs->next_ino++;
+    in->next_ino = fs->by_ino[in->ino & (fs->n_buckets - 1)];
+    fs->by_ino[in->ino & (fs->n_buckets - 1)] = in;
+    fs->n_inodes++;
+    return in;
+}
+
 static void lru_remove(struct fs *fs, struct fs_inode *in)
 {
     if (!in->in_lru)
@@ -896,7 +944,7 @@ static void lookup_cb(void *arg, int status, const struct fs_meta *meta,
     if (status != 0) {
         fuse_reply_err(c->req, -fs_status_errno(status));
     } else {
-        struct fs_inode *in = inode_obtain(fs, c->path, FS_KIND_NODE);
+        struct fs_inode *in = inode_obtain_typed(fs, c->path, dir);
         if (in == NULL) {
             fuse_reply_err(c->req, ENOMEM);
         } else {
@@ -918,11 +966,23 @@ static void fh_free(struct fs_fh *fh);
  * change being replayed, so that the kernel performs (and reports to
  * inotify) the same change the store already made. */
 
+/* An entry for rel as the replayer must see it. With shadow, a new number
+ * outside the path table (inode_new_shadow): the name is about to be
+ * created, or is already deleted or renamed away in the store, so what
+ * this entry says (size 0, the old type) is not the truth about rel, and
+ * the kernel applies a create's or mkdir's attributes unconditionally
+ * (no attribute version): on the real inode, which a reader may hold
+ * already, a size 0 would land between the reader's GETATTR and its page
+ * cache read, and the read would return nothing. Without shadow (the
+ * directories on the way, and a directory created remotely, which
+ * inotifywait -r must watch on the same number as later lookups) the
+ * real, typed inode of rel. */
 static void shadow_entry(struct fs *fs, fuse_req_t req, const char *rel,
-                         bool dir, struct fuse_file_info *fi)
+                         bool dir, bool shadow, struct fuse_file_info *fi)
 {
     struct fuse_entry_param e;
-    struct fs_inode *in = inode_obtain(fs, rel, FS_KIND_NODE);
+    struct fs_inode *in = shadow ? inode_new_shadow(fs, rel, dir)
+                                 : inode_obtain_typed(fs, rel, dir);
     struct fs_fh *fh = NULL;
     if (in == NULL || (fi != NULL && (fh = fh_new(fs, in, FS_KIND_NOOP)) ==
                                          NULL)) {
@@ -970,10 +1030,10 @@ static int shadow_lookup(struct fs *fs, fuse_req_t req, const char *rel)
     } else if ((target && (v.rkind == FS_REPLAY_DELETE_FILE ||
                            v.rkind == FS_REPLAY_DELETE_DIR)) ||
                (source && v.rkind == FS_REPLAY_RENAME)) {
-        shadow_entry(fs, req, rel, v.dir, NULL); /* still there */
+        shadow_entry(fs, req, rel, v.dir, true, NULL); /* still there */
         done = 1;
     } else if (ancestor) {
-        shadow_entry(fs, req, rel, true, NULL);
+        shadow_entry(fs, req, rel, true, false, NULL);
         done = 1;
     }
     free(v.rel);
@@ -1065,9 +1125,22 @@ static void getattr_cb(void *arg, int status, const struct fs_meta *meta,
         fuse_reply_err(c->req, -fs_status_errno(status));
     } else {
         struct fs_inode *in = inode_get(fs, c->ino);
+        unsigned char t = dir ? FS_TYPE_DIR : FS_TYPE_FILE;
+        if (in != NULL && in->kernel_type != 0 && in->kernel_type != t &&
+            in->ino != FUSE_ROOT_ID) {
+            /* The path now holds an object of the other type: this inode
+             * is gone (see inode_obtain_typed); the next lookup of the
+             * path gets a new number. */
+            path_unlink(fs, in);
+            in->known_dir = false;
+            fuse_reply_err(c->req, ENOENT);
+            ctx_free(c);
+            return;
+        }
         if (in != NULL) {
             in->attr_index = meta != NULL && !dir ? meta->modified_index : 0;
             in->known_dir = dir;
+            in->kernel_type = t;
         }
         attr_fill(fs, &st, c->ino, FS_KIND_NODE, dir, size);
         fuse_reply_attr(c->req, &st, fs->opt.attr_timeout);
@@ -1179,7 +1252,7 @@ static void entry_reply_cb(void *arg, int status, const struct fs_meta *meta)
     if (status != 0) {
         fuse_reply_err(c->req, -fs_status_errno(status));
     } else {
-        struct fs_inode *in = inode_obtain(fs, c->path, FS_KIND_NODE);
+        struct fs_inode *in = inode_obtain_typed(fs, c->path, meta->dir);
         if (in == NULL) {
             fuse_reply_err(c->req, ENOMEM);
         } else {
@@ -1236,7 +1309,7 @@ static void op_mkdir(fuse_req_t req, fuse_ino_t parent, const char *name,
     if (rel == NULL)
         return;
     if (is_replayer(fs, req)) {
-        shadow_entry(fs, req, rel, true, NULL);
+        shadow_entry(fs, req, rel, true, false, NULL);
         free(rel);
         return;
     }
@@ -1299,7 +1372,10 @@ static void remove_common(fuse_req_t req, fuse_ino_t parent, const char *name,
     if (rel == NULL)
         return;
     if (is_replayer(fs, req)) {
-        inode_drop_tree(fs, rel);
+        /* Nothing to drop: the event unhashed the real inodes, and the
+         * replayer's entry is a shadow outside the path table, while a
+         * real inode hashed at rel now is a newer object (a key created
+         * after the delete), which must keep its number. */
         free(rel);
         fuse_reply_err(req, 0);
         return;
@@ -1468,7 +1544,9 @@ static void op_rename(fuse_req_t req, fuse_ino_t parent, const char *name,
         return;
     }
     if (is_replayer(fs, req)) {
-        inode_drop_tree(fs, from); /* the shadow inode of the source */
+        /* The event moved the real inodes already (inode_move); the
+         * source's entry is a shadow (or the moved inode itself, if the
+         * kernel still had the name cached). */
         free(from);
         free(to);
         fuse_reply_err(req, 0);
@@ -1752,7 +1830,7 @@ static void create_excl_cb(void *arg, int status, const struct fs_meta *meta,
 static void create_finish(struct fs *fs, fuse_req_t req, const char *rel,
                           struct fuse_file_info *fi)
 {
-    struct fs_inode *in = inode_obtain(fs, rel, FS_KIND_NODE);
+    struct fs_inode *in = inode_obtain_typed(fs, rel, false);
     struct fuse_entry_param e;
     struct fs_fh *fh = in ? fh_new(fs, in, FS_KIND_NODE) : NULL;
     if (fh == NULL) {
@@ -1801,7 +1879,7 @@ static void op_create(fuse_req_t req, fuse_ino_t parent, const char *name,
     if (rel == NULL)
         return;
     if (is_replayer(fs, req)) {
-        shadow_entry(fs, req, rel, false, fi);
+        shadow_entry(fs, req, rel, false, true, fi);
         free(rel);
         return;
     }

@@ -46,9 +46,14 @@ enum {
     FS_REPLAY_RENAME,      /* rename(rel2, rel) */
 };
 
+/* File types of struct fs_inode.kernel_type. */
+enum { FS_TYPE_FILE = 1, FS_TYPE_DIR = 2 };
+
 /* One inode: a mount-relative path ("" root, "/a/b"; for .watch/.new the
  * directory's path) with the kernel's lookup count. The number stays the
- * same for a path as long as the kernel or an open file holds it. */
+ * same for a path as long as the kernel or an open file holds it. A shadow
+ * inode (the replayer's view of a name before a remote change) is never
+ * in the path table, so real lookups never share its number. */
 struct fs_inode {
     fuse_ino_t ino;
     char *path;
@@ -66,6 +71,11 @@ struct fs_inode {
     bool moved;            /* scratch for inode_move */
     bool in_lru;           /* on fs->lru (idle, kept for its number) */
     bool known_dir;        /* a directory, while hashed (dir_cached) */
+    /* The file type the kernel was last told for this inode number:
+     * 0 none yet, FS_TYPE_FILE or FS_TYPE_DIR. The kernel marks an inode
+     * bad (EIO) if its type ever changes, so a path that turns from a
+     * directory into a key (or back) must get a new number. */
+    unsigned char kernel_type;
     struct fs_inode *lru_prev, *lru_next;
     struct fs_inode *next_ino;
     struct fs_inode *next_path;
