@@ -7,21 +7,14 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include <uv.h>
 
+#include "fs_store.h"
 #include "raftd.h"
 #include "store.h"
 
 #define RETRY_MS 50
-
-struct fs_backend_watch {
-    struct raftd_fs *b;
-    struct store_watcher *sw;
-    fs_watch_cb cb;
-    void *arg;
-};
 
 /* One write in flight: the request is copied so it can be re-proposed. */
 struct fs_op {
@@ -49,81 +42,18 @@ struct raftd_fs {
     bool closing;
 };
 
-static int64_t now_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
-}
-
-static int status_of(int rv, const struct store_error *err)
-{
-    return rv == STORE_EV2 ? err->code : rv;
-}
-
-static void meta_of(struct fs_meta *m, const struct store_node *n)
-{
-    m->dir = n->dir;
-    m->created_index = n->created_index;
-    m->modified_index = n->modified_index;
-    m->expiration = n->expiration;
-    m->ttl = n->ttl;
-}
-
-/* ---- reads: the local member's view ---- */
+/* ---- reads and watches: the local member's view (fs_store.c) ---- */
 
 static int b_get(void *data, const char *path, fs_get_cb cb, void *arg)
 {
     struct raftd_fs *b = data;
-    struct store_event *ev = NULL;
-    struct store_error err = {0};
-    struct fs_meta m = {0};
-    int rv = store_read(raftd_store(b->n), path, false, now_ns(), &ev, &err);
-    rv = status_of(rv, &err);
-    store_error_clear(&err);
-    if (rv != 0) {
-        cb(arg, rv, NULL, NULL, 0);
-        return 0;
-    }
-    meta_of(&m, &ev->node);
-    cb(arg, 0, &m, ev->node.value ? ev->node.value : "", ev->node.value_len);
-    store_event_unref(ev);
-    return 0;
+    return fs_store_get(raftd_store(b->n), path, cb, arg);
 }
 
 static int b_list(void *data, const char *path, fs_list_cb cb, void *arg)
 {
     struct raftd_fs *b = data;
-    struct store_event *ev = NULL;
-    struct store_error err = {0};
-    struct fs_meta m = {0};
-    int rv = store_read(raftd_store(b->n), path, false, now_ns(), &ev, &err);
-    rv = status_of(rv, &err);
-    store_error_clear(&err);
-    if (rv == 0 && !ev->node.dir) {
-        store_event_unref(ev);
-        rv = STORE_ECODE_NOT_DIR;
-    }
-    if (rv != 0) {
-        cb(arg, rv, NULL, NULL, 0);
-        return 0;
-    }
-    struct fs_dirent *ents = calloc(ev->node.n_nodes + 1, sizeof(*ents));
-    if (ents == NULL) {
-        store_event_unref(ev);
-        return -ENOMEM;
-    }
-    for (size_t i = 0; i < ev->node.n_nodes; i++) {
-        const struct store_node *c = &ev->node.nodes[i];
-        const char *slash = strrchr(c->key, '/');
-        ents[i].name = slash ? slash + 1 : c->key;
-        meta_of(&ents[i].meta, c);
-    }
-    meta_of(&m, &ev->node);
-    cb(arg, 0, &m, ents, ev->node.n_nodes);
-    free(ents);
-    store_event_unref(ev);
-    return 0;
+    return fs_store_list(raftd_store(b->n), path, cb, arg);
 }
 
 static uint64_t b_index(void *data)
@@ -132,94 +62,17 @@ static uint64_t b_index(void *data)
     return store_index(raftd_store(b->n));
 }
 
-/* ---- watches ---- */
-
-static void deliver(struct fs_backend_watch *w, struct store_event *ev)
-{
-    struct store_buf buf;
-    struct fs_event fe = {0};
-    store_buf_init(&buf);
-    if (store_event_json(&buf, ev) != 0) {
-        store_buf_free(&buf);
-        return;
-    }
-    fe.json = buf.data;
-    fe.json_len = buf.len;
-    fe.action = store_action_name(ev->action);
-    fe.key = ev->node.key;
-    fe.prev_key = ev->prev_node ? ev->prev_node->key : NULL;
-    fe.dir = ev->node.dir || (ev->prev_node && ev->prev_node->dir);
-    fe.index = ev->node.modified_index;
-    w->cb(w->arg, 0, &fe);
-    store_buf_free(&buf);
-}
-
-static void store_cb(struct store_watcher *sw, struct store_event *ev,
-                     void *data)
-{
-    struct fs_backend_watch *w = data;
-    if (ev == NULL) {
-        w->cb(w->arg, -ECANCELED, NULL);
-        free(w);
-        return;
-    }
-    deliver(w, ev); /* may cancel and free w: touch nothing after */
-}
-
 static int b_watch(void *data, const char *path, uint64_t since,
                    fs_watch_cb cb, void *arg, struct fs_backend_watch **out)
 {
     struct raftd_fs *b = data;
-    struct store *s = raftd_store(b->n);
-    struct fs_backend_watch *w = calloc(1, sizeof(*w));
-    if (w == NULL)
-        return -ENOMEM;
-    w->b = b;
-    w->cb = cb;
-    w->arg = arg;
-    *out = NULL;
-    /* The store's watch stops at the first history match: walk the
-     * history one event at a time, then let a stream watcher take over. */
-    for (;;) {
-        struct store_event *hist = NULL;
-        struct store_error err = {0};
-        int rv = store_watch(s, path, true, true, since, store_cb, w, &w->sw,
-                             &hist, NULL, &err);
-        if (rv == STORE_EV2) {
-            struct store_buf buf;
-            struct fs_event fe = {0};
-            int code = err.code;
-            store_buf_init(&buf);
-            if (store_error_json(&buf, &err) == 0) {
-                fe.json = buf.data;
-                fe.json_len = buf.len;
-            }
-            store_error_clear(&err);
-            free(w);
-            cb(arg, code, &fe);
-            store_buf_free(&buf);
-            return 0;
-        }
-        store_error_clear(&err);
-        if (rv != 0) {
-            free(w);
-            return rv;
-        }
-        if (hist == NULL)
-            break;
-        since = hist->node.modified_index + 1;
-        deliver(w, hist);
-        store_event_unref(hist);
-    }
-    *out = w;
-    return 0;
+    return fs_store_watch(raftd_store(b->n), path, since, cb, arg, out);
 }
 
 static void b_watch_cancel(void *data, struct fs_backend_watch *w)
 {
     struct raftd_fs *b = data;
-    store_watcher_cancel(raftd_store(b->n), w->sw);
-    free(w);
+    fs_store_watch_cancel(raftd_store(b->n), w);
 }
 
 /* ---- writes through Raft ---- */
@@ -249,7 +102,7 @@ static void op_done(struct fs_op *op, int status, struct store_event *ev)
     if (op->next != NULL)
         op->next->prev = op->prev;
     if (ev != NULL)
-        meta_of(&m, &ev->node);
+        fs_store_meta(&m, &ev->node);
     if (op->kind == 1)
         op->pcb(op->arg, status, status == 0 && ev ? ev->node.key : NULL,
                 status == 0 ? &m : NULL);
@@ -278,7 +131,7 @@ static void retry_cb(uv_timer_t *t)
 static void op_propose(struct fs_op *op)
 {
     struct raftd_fs *b = op->b;
-    int64_t t = now_ns();
+    int64_t t = fs_store_now_ns();
     if (b->closing) {
         op_done(op, -ECANCELED, NULL);
         return;
@@ -321,7 +174,7 @@ static struct fs_op *op_new(struct raftd_fs *b, const char *path)
     }
     op->r.path = op->path;
     op->r.prev_exist = -1;
-    op->deadline_ns = now_ns() + (int64_t)b->wait_ms * 1000000;
+    op->deadline_ns = fs_store_now_ns() + (int64_t)b->wait_ms * 1000000;
     return op;
 }
 
@@ -369,7 +222,7 @@ static int b_set(void *data, const struct fs_set_args *a, fs_write_cb cb,
     }
     op->r.prev_index = a->prev_index;
     op->r.prev_exist = a->prev_exist;
-    op->r.expiration = a->ttl > 0 ? now_ns() + a->ttl * 1000000000 : 0;
+    op->r.expiration = a->ttl > 0 ? fs_store_now_ns() + a->ttl * 1000000000 : 0;
     if ((!a->dir && op->val == NULL) ||
         (a->prev_value_len > 0 && op->prev_value == NULL)) {
         op_free_unstarted(op);
