@@ -886,6 +886,27 @@ static void ctx_free(struct fs_ctx *c)
         fs_finish_close(fs);
 }
 
+/* A context for a backend call on rel (taken: it becomes c->path) and the
+ * store path of rel in *sp (returned; the caller frees it). Out of memory,
+ * or closing: replies ENOMEM to req, frees rel and returns NULL. */
+static struct fs_ctx *ctx_for_path(struct fs *fs, fuse_req_t req, char *rel,
+                                   char **sp)
+{
+    struct fs_ctx *c = ctx_new(fs, req);
+    *sp = store_path(fs, rel);
+    if (c == NULL || *sp == NULL) {
+        free(rel);
+        free(*sp);
+        *sp = NULL;
+        if (c != NULL)
+            ctx_free(c);
+        fuse_reply_err(req, ENOMEM);
+        return NULL;
+    }
+    c->path = rel;
+    return c;
+}
+
 /* Start a backend call; on a synchronous refusal reply the error now. */
 static void ctx_check(struct fs_ctx *c, int rv)
 {
@@ -1086,17 +1107,10 @@ static void op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
         fuse_reply_entry(req, &e);
         return;
     }
-    struct fs_ctx *c = ctx_new(fs, req);
-    char *sp = store_path(fs, rel);
-    if (c == NULL || sp == NULL) {
-        free(rel);
-        free(sp);
-        if (c != NULL)
-            ctx_free(c);
-        fuse_reply_err(req, ENOMEM);
+    char *sp;
+    struct fs_ctx *c = ctx_for_path(fs, req, rel, &sp);
+    if (c == NULL)
         return;
-    }
-    c->path = rel;
     int rv = fs->ops->get(fs->data, sp, lookup_cb, c);
     free(sp);
     ctx_check(c, rv);
@@ -1313,17 +1327,10 @@ static void op_mkdir(fuse_req_t req, fuse_ino_t parent, const char *name,
         free(rel);
         return;
     }
-    struct fs_ctx *c = ctx_new(fs, req);
-    char *sp = store_path(fs, rel);
-    if (c == NULL || sp == NULL) {
-        free(rel);
-        free(sp);
-        if (c != NULL)
-            ctx_free(c);
-        fuse_reply_err(req, ENOMEM);
+    char *sp;
+    struct fs_ctx *c = ctx_for_path(fs, req, rel, &sp);
+    if (c == NULL)
         return;
-    }
-    c->path = rel;
     struct fs_set_args a = {.path = sp, .dir = true, .prev_exist = 0};
     c->local = local_begin(fs, sp, false);
     int rv = fs->ops->set(fs->data, &a, entry_reply_cb, c);
@@ -1342,17 +1349,10 @@ static void op_mknod(fuse_req_t req, fuse_ino_t parent, const char *name,
     char *rel = child_for_write(fs, req, parent, name);
     if (rel == NULL)
         return;
-    struct fs_ctx *c = ctx_new(fs, req);
-    char *sp = store_path(fs, rel);
-    if (c == NULL || sp == NULL) {
-        free(rel);
-        free(sp);
-        if (c != NULL)
-            ctx_free(c);
-        fuse_reply_err(req, ENOMEM);
+    char *sp;
+    struct fs_ctx *c = ctx_for_path(fs, req, rel, &sp);
+    if (c == NULL)
         return;
-    }
-    c->path = rel;
     struct fs_set_args a = {.path = sp, .value = "", .prev_exist = 0};
     c->local = local_begin(fs, sp, false);
     int rv = fs->ops->set(fs->data, &a, entry_reply_cb, c);
@@ -1380,16 +1380,10 @@ static void remove_common(fuse_req_t req, fuse_ino_t parent, const char *name,
         fuse_reply_err(req, 0);
         return;
     }
-    struct fs_ctx *c = ctx_new(fs, req);
-    char *sp = store_path(fs, rel);
-    free(rel);
-    if (c == NULL || sp == NULL) {
-        free(sp);
-        if (c != NULL)
-            ctx_free(c);
-        fuse_reply_err(req, ENOMEM);
+    char *sp;
+    struct fs_ctx *c = ctx_for_path(fs, req, rel, &sp);
+    if (c == NULL)
         return;
-    }
     c->local = local_begin(fs, sp, false);
     int rv = fs->ops->del(fs->data, sp, dir, false, err_reply_cb, c);
     free(sp);
@@ -1888,17 +1882,10 @@ static void op_create(fuse_req_t req, fuse_ino_t parent, const char *name,
         free(rel);
         return;
     }
-    struct fs_ctx *c = ctx_new(fs, req);
-    char *sp = store_path(fs, rel);
-    if (c == NULL || sp == NULL) {
-        free(rel);
-        free(sp);
-        if (c != NULL)
-            ctx_free(c);
-        fuse_reply_err(req, ENOMEM);
+    char *sp;
+    struct fs_ctx *c = ctx_for_path(fs, req, rel, &sp);
+    if (c == NULL)
         return;
-    }
-    c->path = rel;
     c->fi = *fi;
     int rv = fs->ops->get(fs->data, sp, create_excl_cb, c);
     free(sp);
