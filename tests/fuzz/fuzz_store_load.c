@@ -7,38 +7,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "mem_image.h"
 #include "store.h"
-
-struct mem {
-    uint8_t *p;
-    size_t len, cap, off;
-};
-
-static int mem_write(void *d, const void *buf, size_t len)
-{
-    struct mem *m = d;
-    if (m->len + len > m->cap) {
-        size_t ncap = (m->len + len) * 2;
-        uint8_t *np = realloc(m->p, ncap);
-        if (np == NULL)
-            return -ENOMEM;
-        m->p = np;
-        m->cap = ncap;
-    }
-    memcpy(m->p + m->len, buf, len);
-    m->len += len;
-    return 0;
-}
-
-static int mem_read(void *d, void *buf, size_t len)
-{
-    struct mem *m = d;
-    if (m->off + len > m->len)
-        return -ENODATA;
-    memcpy(buf, m->p + m->off, len);
-    m->off += len;
-    return 0;
-}
 
 static void build(struct store *s)
 {
