@@ -1,6 +1,7 @@
 /* bench_fs_tool.c - the timed loops of tests/bench/bench_fs.sh: open/read/
- * close of one file, open(O_TRUNC)/write/close of one file, and sequential
- * keep-alive HTTP PUTs, N times each; prints operations per second.
+ * close of one file, the `cat` program run on one file, open(O_TRUNC)/
+ * write/close of one file, and sequential keep-alive HTTP PUTs, N times
+ * each; prints operations per second.
  * Built by the script with cc -O2; not part of the CMake build. */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
@@ -11,7 +12,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <spawn.h>
 #include <sys/socket.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -37,6 +40,41 @@ static int one_cat(const char *path)
         rv = -errno;
     close(fd);
     return rv;
+}
+
+/* What a shell's `cat path` costs: fork and exec /bin/cat with its
+ * output on a pipe, read the pipe to EOF (it must carry exactly VALUE_LEN
+ * bytes), reap the child. */
+static int one_cat_program(const char *path)
+{
+    int fds[2];
+    if (pipe2(fds, O_CLOEXEC) < 0)
+        return -errno;
+    posix_spawn_file_actions_t fa;
+    posix_spawn_file_actions_init(&fa);
+    posix_spawn_file_actions_adddup2(&fa, fds[1], STDOUT_FILENO);
+    char *argv[] = {"cat", (char *)path, NULL};
+    extern char **environ;
+    pid_t pid;
+    int rv = -posix_spawn(&pid, "/bin/cat", &fa, NULL, argv, environ);
+    posix_spawn_file_actions_destroy(&fa);
+    close(fds[1]);
+    if (rv < 0) {
+        close(fds[0]);
+        return rv;
+    }
+    char buf[4096];
+    size_t got = 0;
+    ssize_t n;
+    while ((n = read(fds[0], buf, sizeof buf)) > 0)
+        got += (size_t)n;
+    close(fds[0]);
+    int status;
+    if (waitpid(pid, &status, 0) < 0)
+        return -errno;
+    if (!WIFEXITED(status) || WEXITSTATUS(status) != 0 || got != VALUE_LEN)
+        return -EIO;
+    return 0;
 }
 
 /* What `echo v > path` does: open with O_TRUNC, one write, close. */
@@ -88,7 +126,8 @@ int main(int argc, char **argv)
     value[VALUE_LEN - 1] = '\n';
     value[VALUE_LEN] = '\0';
     if (argc < 4) {
-        fprintf(stderr, "usage: %s cat|write PATH N | put PORT KEYPATH N\n",
+        fprintf(stderr,
+                "usage: %s cat|catprog|write PATH N | put PORT KEYPATH N\n",
                 argv[0]);
         return 2;
     }
@@ -96,13 +135,18 @@ int main(int argc, char **argv)
     long n = strtol(argv[argc - 1], NULL, 10);
     int rv = 0;
     double t0;
-    if (strcmp(mode, "cat") == 0 || strcmp(mode, "write") == 0) {
-        int w = mode[0] == 'w';
+    if (strcmp(mode, "cat") == 0 || strcmp(mode, "catprog") == 0 ||
+        strcmp(mode, "write") == 0) {
+        int (*op)(const char *) = NULL; /* NULL: one_write */
+        if (strcmp(mode, "cat") == 0)
+            op = one_cat;
+        else if (strcmp(mode, "catprog") == 0)
+            op = one_cat_program;
         for (int i = 0; i < 10 && rv == 0; i++) /* warm up */
-            rv = w ? one_write(argv[2], value) : one_cat(argv[2]);
+            rv = op != NULL ? op(argv[2]) : one_write(argv[2], value);
         t0 = now_s();
         for (long i = 0; i < n && rv == 0; i++)
-            rv = w ? one_write(argv[2], value) : one_cat(argv[2]);
+            rv = op != NULL ? op(argv[2]) : one_write(argv[2], value);
     } else if (strcmp(mode, "put") == 0 && argc == 5) {
         struct sockaddr_in sa = {.sin_family = AF_INET,
                                  .sin_port = htons((uint16_t)atoi(argv[2]))};
