@@ -1142,6 +1142,28 @@ static void stat_inc(struct store *s, int which)
     s->stats[which]++;
 }
 
+/* The tail every write shares: count the operation in etcd's statistics
+ * and publish its event. etcd counts a few v2 errors as successes (its
+ * deferred counter sees no named error): the operation says so with
+ * count_ok, which is false again afterwards. A refresh goes to the
+ * history but wakes no watcher, as in etcd. */
+static int write_done(struct store *s, int rv, struct store_event *ev,
+                      bool refresh, int stat_ok, int stat_fail)
+{
+    stat_inc(s, rv == 0 || (rv == STORE_EV2 && s->count_ok) ? stat_ok
+                                                            : stat_fail);
+    s->count_ok = false;
+    if (rv != 0)
+        return rv;
+    if (refresh) {
+        ev->refresh = true;
+        history_add(s, ev);
+    } else {
+        hub_notify(s, ev);
+    }
+    return 0;
+}
+
 static int do_get(struct store *s, const char *path, bool recursive,
                   int64_t now, struct store_event **ev,
                   struct store_error *err)
@@ -1310,10 +1332,7 @@ int store_create(struct store *s, const char *path, bool dir,
 {
     int rv = internal_create(s, path, dir, value, value_len, unique, false,
                              expire_ns, STORE_ACTION_CREATE, now_ns, ev, err);
-    stat_inc(s, rv == 0 ? ST_CRE_OK : ST_CRE_FAIL);
-    if (rv == 0)
-        hub_notify(s, *ev);
-    return rv;
+    return write_done(s, rv, *ev, false, ST_CRE_OK, ST_CRE_FAIL);
 }
 
 int store_set(struct store *s, const char *path, bool dir, const void *value,
@@ -1360,16 +1379,7 @@ fail_get:
 out:
     free(oldval);
     free(clean);
-    stat_inc(s, rv == 0 ? ST_SET_OK : ST_SET_FAIL);
-    if (rv == 0) {
-        if (refresh) {
-            (*ev)->refresh = true;
-            history_add(s, *ev);
-        } else {
-            hub_notify(s, *ev);
-        }
-    }
-    return rv;
+    return write_done(s, rv, *ev, refresh, ST_SET_OK, ST_SET_FAIL);
 }
 
 static int compare_fail(struct store *s, const struct snode *n,
@@ -1470,20 +1480,10 @@ int store_compare_and_swap(struct store *s, const char *path,
     char *clean = path_clean(path);
     if (clean == NULL)
         return -ENOMEM;
-    s->count_ok = false;
     int rv = do_cas(s, clean, prev_value, prev_value_len, prev_index, value,
                     value_len, expire_ns, refresh, now_ns, ev, err);
     free(clean);
-    stat_inc(s, rv == 0 || (rv == STORE_EV2 && s->count_ok) ? ST_CAS_OK : ST_CAS_FAIL);
-    if (rv == 0) {
-        if (refresh) {
-            (*ev)->refresh = true;
-            history_add(s, *ev);
-        } else {
-            hub_notify(s, *ev);
-        }
-    }
-    return rv;
+    return write_done(s, rv, *ev, refresh, ST_CAS_OK, ST_CAS_FAIL);
 }
 
 static int do_update(struct store *s, const char *clean, const void *value,
@@ -1541,20 +1541,10 @@ int store_update(struct store *s, const char *path, const void *value,
     char *clean = path_clean(path);
     if (clean == NULL)
         return -ENOMEM;
-    s->count_ok = false;
     int rv = do_update(s, clean, value, value_len, expire_ns, refresh, now_ns,
                        ev, err);
     free(clean);
-    stat_inc(s, rv == 0 || (rv == STORE_EV2 && s->count_ok) ? ST_UPD_OK : ST_UPD_FAIL);
-    if (rv == 0) {
-        if (refresh) {
-            (*ev)->refresh = true;
-            history_add(s, *ev);
-        } else {
-            hub_notify(s, *ev);
-        }
-    }
-    return rv;
+    return write_done(s, rv, *ev, refresh, ST_UPD_OK, ST_UPD_FAIL);
 }
 
 static int do_delete(struct store *s, const char *clean, bool dir,
@@ -1602,13 +1592,9 @@ int store_delete(struct store *s, const char *path, bool dir, bool recursive,
     char *clean = path_clean(path);
     if (clean == NULL)
         return -ENOMEM;
-    s->count_ok = false;
     int rv = do_delete(s, clean, dir, recursive, now_ns, ev, err);
     free(clean);
-    stat_inc(s, rv == 0 || (rv == STORE_EV2 && s->count_ok) ? ST_DEL_OK : ST_DEL_FAIL);
-    if (rv == 0)
-        hub_notify(s, *ev);
-    return rv;
+    return write_done(s, rv, *ev, false, ST_DEL_OK, ST_DEL_FAIL);
 }
 
 static int do_cad(struct store *s, const char *clean, const void *pv,
@@ -1657,14 +1643,10 @@ int store_compare_and_delete(struct store *s, const char *path,
     char *clean = path_clean(path);
     if (clean == NULL)
         return -ENOMEM;
-    s->count_ok = false;
     int rv = do_cad(s, clean, prev_value, prev_value_len, prev_index, now_ns,
                     ev, err);
     free(clean);
-    stat_inc(s, rv == 0 || (rv == STORE_EV2 && s->count_ok) ? ST_CAD_OK : ST_CAD_FAIL);
-    if (rv == 0)
-        hub_notify(s, *ev);
-    return rv;
+    return write_done(s, rv, *ev, false, ST_CAD_OK, ST_CAD_FAIL);
 }
 
 int store_expire(struct store *s, int64_t cutoff)

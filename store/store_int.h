@@ -96,7 +96,8 @@ struct store {
     size_t watchers;
     struct store_watcher *cur_watcher;
     /* etcd counts a few errors as successes in its statistics (it returns
-     * them without setting the err its deferred counter reads). */
+     * them without setting the err its deferred counter reads). Set by
+     * the operation, read and cleared by write_done(). */
     bool count_ok;
     void (*hook)(struct store_event *ev, void *data);
     void *hook_data;
