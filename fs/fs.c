@@ -2949,6 +2949,23 @@ static void poll_cb(uv_poll_t *h, int status, int events)
     }
 }
 
+/* The memory of a filesystem whose session and handles are gone: the
+ * inode table and the struct itself. */
+static void fs_free(struct fs *fs)
+{
+    for (size_t i = 0; i < fs->n_buckets; i++)
+        for (struct fs_inode *in = fs->by_ino[i], *n; in != NULL; in = n) {
+            n = in->next_ino;
+            free(in->path);
+            free(in);
+        }
+    free(fs->by_ino);
+    free(fs->by_path);
+    free(fs->root);
+    free(fs->mountpoint);
+    free(fs);
+}
+
 int fs_new(uv_loop_t *loop, const struct fs_backend_ops *ops, void *data,
            const struct fs_options *opt, struct fs **out)
 {
@@ -3040,17 +3057,7 @@ err_after_mount:
 err_after_session:
     fuse_session_destroy(fs->se);
 err_after_alloc:
-    for (size_t i = 0; i < fs->n_buckets; i++)
-        for (struct fs_inode *in = fs->by_ino[i], *n; in != NULL; in = n) {
-            n = in->next_ino;
-            free(in->path);
-            free(in);
-        }
-    free(fs->by_ino);
-    free(fs->by_path);
-    free(fs->root);
-    free(fs->mountpoint);
-    free(fs);
+    fs_free(fs);
     return rv;
 }
 
@@ -3059,17 +3066,7 @@ static void handle_closed(uv_handle_t *h)
     struct fs *fs = h->data;
     if (--fs->open_handles > 0)
         return;
-    for (size_t i = 0; i < fs->n_buckets; i++)
-        for (struct fs_inode *in = fs->by_ino[i], *n; in != NULL; in = n) {
-            n = in->next_ino;
-            free(in->path);
-            free(in);
-        }
-    free(fs->by_ino);
-    free(fs->by_path);
-    free(fs->root);
-    free(fs->mountpoint);
-    free(fs);
+    fs_free(fs);
 }
 
 /* The last step of fs_close, once no backend call is in flight. */
