@@ -461,6 +461,7 @@ static void node_send(struct raftd *n, const struct raft_message *msgs,
             continue;
         }
         rv = peer_transport_send(n->peers, m);
+        stats_follower_sent(n, m, rv);
         if (rv != 0)
             raft_report_unreachable(n->raft, m->to);
         else if (m->type == RAFT_MSG_APPEND)
@@ -482,6 +483,7 @@ static void node_recv(void *data, const struct raft_message *m)
         return;
     if (m->type == RAFT_MSG_APPEND)
         n->recv_append_cnt++;
+    stats_follower_answer(n, m);
     raft_step(n->raft, m);
     node_kick(n);
 }
@@ -1421,6 +1423,7 @@ static void node_free(struct raftd *n)
         store_free(n->store);
     store_buf_free(&n->scratch);
     store_buf_free(&n->recv_snap);
+    stats_free(n);
     free(n->member_dir);
     free(n->wal_dir);
     free(n->snap_dir);

@@ -5,7 +5,8 @@ add_library(etcfs_raftd STATIC config.c log.c node.c api.c api_misc.c
                                peer.c peer_codec.c)
 target_include_directories(etcfs_raftd PUBLIC ${CMAKE_CURRENT_SOURCE_DIR})
 target_link_libraries(etcfs_raftd PUBLIC etcfs_raft etcfs_http etcfs_store
-                      etcfs_wal etcfs_snap PkgConfig::PROTOBUFC PkgConfig::UV)
+                      etcfs_wal etcfs_snap PkgConfig::PROTOBUFC PkgConfig::UV
+                      m)
 etcfs_protobuf(etcfs_raftd request.proto)
 etcfs_protobuf(etcfs_raftd peer.proto)
 
@@ -23,4 +24,5 @@ etcfs_unit_test(test_node etcfs_raftd)
 etcfs_fuzz_target(fuzz_config etcfs_raftd)
 etcfs_unit_test(test_api etcfs_raftd)
 etcfs_unit_test(test_peer etcfs_raftd)
+etcfs_unit_test(test_stats etcfs_raftd)
 etcfs_fuzz_target(fuzz_peer etcfs_raftd)

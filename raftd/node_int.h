@@ -53,6 +53,23 @@ int metrics_render(struct raftd *n, struct store_buf *b);
 
 struct raftd_read_req;
 
+/* /v2/stats/leader: what the leader measured of one follower (stats.c).
+ * Latencies in milliseconds, as etcd's FollowerStats. */
+#define STATS_APP_RING 64 /* unanswered appends timed per follower */
+struct stats_follower {
+    uint64_t id;
+    double current, average, average_square, stddev, minimum, maximum;
+    uint64_t fail, success;
+    /* Appends sent and not answered yet: the last index each carries and
+     * when it was queued; the oldest first. */
+    struct {
+        uint64_t index;
+        int64_t ns;
+    } app[STATS_APP_RING];
+    unsigned app_head, app_len;
+    int64_t heartbeat_ns; /* the oldest unanswered heartbeat, 0 if none */
+};
+
 struct raftd {
     uv_loop_t *loop;
     const struct raftd_config *cfg; /* borrowed until raftd_close's cb */
@@ -138,6 +155,8 @@ struct raftd {
     uint64_t last_leader;
     uint64_t recv_append_cnt;
     uint64_t send_append_cnt;
+    struct stats_follower *followers;
+    size_t n_followers;
 
     struct raftd_metrics metrics;
     /* Reused output buffer for reply bodies (one thread, never nested). */
@@ -257,6 +276,16 @@ void api_unpark(struct raftd *n);
 /* JSON bodies of the stats endpoints (stats.c), no trailing newline. */
 int stats_self_json(struct raftd *n, struct store_buf *b);
 int stats_leader_json(struct raftd *n, struct store_buf *b);
+/* The leader handed append or heartbeat m to the transport (rv: what
+ * peer_transport_send returned), or got an answer from a follower. Other
+ * message types are ignored. */
+void stats_follower_sent(struct raftd *n, const struct raft_message *m,
+                         int rv);
+void stats_follower_answer(struct raftd *n, const struct raft_message *m);
+void stats_free(struct raftd *n);
+/* Go's strconv.FormatFloat(v, 'f' or 'e', -1, 64) as encoding/json
+ * writes a float64 (shortest digits that read back as v). */
+void stats_go_float(double v, char *out, size_t outlen);
 /* Go's time.Duration.String() of d nanoseconds. */
 void stats_go_duration(int64_t d, char *out, size_t outlen);
 
