@@ -62,6 +62,12 @@ struct peer_transport {
     struct raftd_log log;
     uint64_t cluster_id;
     uint64_t self_id;
+    /* Source address of outbound connections: the host of our own first
+     * peer URL when it is a specific IP (port 0), so that a member is
+     * reached from, and sends from, the one address the others know it
+     * by (one address per member in the partition tests). */
+    struct sockaddr_storage src;
+    bool has_src;
     struct peer_callbacks cb;
     struct peer_out *peers;
     size_t n_peers;
@@ -278,6 +284,16 @@ static void peer_dial(struct peer_out *p)
     }
     p->tcp.data = p;
     uv_tcp_nodelay(&p->tcp, 1);
+    if (t->has_src && t->src.ss_family == p->addr.ss_family) {
+        rv = uv_tcp_bind(&p->tcp, (struct sockaddr *)&t->src, 0);
+        if (rv != 0) {
+            /* Not an address of this host: connect from any (as etcd). */
+            t->has_src = false;
+            raftd_logf(&t->log, RAFTD_LOG_WARN, "rafthttp",
+                       "cannot send from our peer address (%s); "
+                       "using any local address", uv_strerror(rv));
+        }
+    }
     p->creq.data = p;
     p->state = PEER_CONNECTING;
     rv = uv_tcp_connect(&p->creq, &p->tcp, (struct sockaddr *)&p->addr,
@@ -555,6 +571,25 @@ static int url_addr(const char *url, struct sockaddr_storage *ss)
     return -EINVAL;
 }
 
+/* Sets t->src from our own first peer URL if its host is a specific IP. */
+static void transport_set_src(struct peer_transport *t,
+                              const struct raftd_member_cfg *self)
+{
+    static const unsigned char any6[16];
+    struct sockaddr_storage *ss = &t->src;
+    if (self->peer_urls.n == 0 || url_addr(self->peer_urls.v[0], ss) != 0)
+        return;
+    if (ss->ss_family == AF_INET) {
+        struct sockaddr_in *sin = (struct sockaddr_in *)ss;
+        t->has_src = sin->sin_addr.s_addr != htonl(INADDR_ANY);
+        sin->sin_port = 0;
+    } else {
+        struct sockaddr_in6 *sin6 = (struct sockaddr_in6 *)ss;
+        t->has_src = memcmp(&sin6->sin6_addr, any6, sizeof(any6)) != 0;
+        sin6->sin6_port = 0;
+    }
+}
+
 int peer_transport_new(uv_loop_t *loop, const struct raftd_log *log,
                        uint64_t cluster_id, uint64_t self_id,
                        const struct raftd_member_cfg *members,
@@ -574,6 +609,9 @@ int peer_transport_new(uv_loop_t *loop, const struct raftd_log *log,
         free(t);
         return -ENOMEM;
     }
+    for (size_t i = 0; i < n_members; i++)
+        if (members[i].id == self_id)
+            transport_set_src(t, &members[i]);
     for (size_t i = 0; i < n_members; i++) {
         struct peer_out *p;
         if (members[i].id == self_id)

@@ -2,7 +2,9 @@
  * round-trip a message with entries and a hello; partial frames wait for
  * more bytes; bad lengths, kinds, hellos and message types are errors; and
  * a listener refuses a hello from another cluster (raftd/peer.c over a
- * real loopback connection). */
+ * real loopback connection); outbound connections come from our own peer
+ * address. */
+#include <stdio.h>
 #include <string.h>
 
 #include "node_int.h"
@@ -291,5 +293,94 @@ TEST(listener_checks_cluster_id)
     ASSERT_EQ(received, 0);
 }
 
+/* Outbound connections are made from the host of our own peer URL: a
+ * member on 127.0.0.2 dials its peer from 127.0.0.2, not 127.0.0.1 (the
+ * partition tests tell members apart by address). */
+struct src_probe {
+    uv_tcp_t server, conn;
+    char from[64];
+    bool accepted;
+};
+
+static void src_probe_conn(uv_stream_t *s, int status)
+{
+    struct src_probe *sp = s->data;
+    struct sockaddr_storage ss;
+    int len = sizeof(ss);
+    if (status < 0 || sp->accepted)
+        return;
+    uv_tcp_init(s->loop, &sp->conn);
+    if (uv_accept(s, (uv_stream_t *)&sp->conn) == 0 &&
+        uv_tcp_getpeername(&sp->conn, (struct sockaddr *)&ss, &len) == 0)
+        uv_ip4_name((struct sockaddr_in *)&ss, sp->from, sizeof(sp->from));
+    sp->accepted = true;
+}
+
+static int dial_from(const char *self_url, char *from, size_t cap)
+{
+    uv_loop_t loop;
+    struct raftd_log log;
+    struct raftd_member_cfg members[2];
+    char peer_url[64];
+    char *self_urls[1], *peer_urls[1] = {peer_url};
+    struct peer_callbacks cb;
+    struct peer_transport *t;
+    struct src_probe sp;
+    struct sockaddr_in sa;
+    int len = sizeof(sa), gone = 0;
+    uint64_t deadline;
+
+    memset(&sp, 0, sizeof(sp));
+    memset(members, 0, sizeof(members));
+    memset(&cb, 0, sizeof(cb));
+    self_urls[0] = (char *)self_url;
+    uv_loop_init(&loop);
+    raftd_log_init(&log, NULL, RAFTD_LOG_ERROR);
+    uv_ip4_addr("127.0.0.1", 0, &sa);
+    uv_tcp_init(&loop, &sp.server);
+    sp.server.data = &sp;
+    if (uv_tcp_bind(&sp.server, (struct sockaddr *)&sa, 0) != 0 ||
+        uv_listen((uv_stream_t *)&sp.server, 8, src_probe_conn) != 0 ||
+        uv_tcp_getsockname(&sp.server, (struct sockaddr *)&sa, &len) != 0)
+        return -1;
+    snprintf(peer_url, sizeof(peer_url), "http://127.0.0.1:%d",
+             ntohs(sa.sin_port));
+    members[0].id = 5;
+    members[0].peer_urls.n = 1;
+    members[0].peer_urls.v = peer_urls;
+    members[1].id = 7;
+    members[1].peer_urls.n = 1;
+    members[1].peer_urls.v = self_urls;
+    if (peer_transport_new(&loop, &log, 0xc1, 7, members, 2, &cb, &t) != 0)
+        return -1;
+    deadline = uv_now(&loop) + 5000;
+    while (!sp.accepted && uv_now(&loop) < deadline)
+        uv_run(&loop, UV_RUN_ONCE);
+    snprintf(from, cap, "%s", sp.from);
+    peer_transport_close(t, transport_gone, &gone);
+    if (sp.accepted)
+        uv_close((uv_handle_t *)&sp.conn, NULL);
+    uv_close((uv_handle_t *)&sp.server, NULL);
+    uv_run(&loop, UV_RUN_DEFAULT);
+    uv_loop_close(&loop);
+    return gone && sp.accepted ? 0 : -1;
+}
+
+TEST(dials_from_own_peer_address)
+{
+    char from[64];
+    ASSERT_EQ(dial_from("http://127.0.0.2:2380", from, sizeof(from)), 0);
+    ASSERT_STR_EQ(from, "127.0.0.2");
+    ASSERT_EQ(dial_from("http://127.0.0.3:2380", from, sizeof(from)), 0);
+    ASSERT_STR_EQ(from, "127.0.0.3");
+    /* a wildcard host leaves the choice to the kernel */
+    ASSERT_EQ(dial_from("http://0.0.0.0:2380", from, sizeof(from)), 0);
+    ASSERT_STR_EQ(from, "127.0.0.1");
+    /* not an address of this host: dial from any, still connects */
+    ASSERT_EQ(dial_from("http://192.0.2.1:2380", from, sizeof(from)), 0);
+    ASSERT_STR_EQ(from, "127.0.0.1");
+}
+
 TEST_MAIN(TEST_ENTRY(message_round_trip), TEST_ENTRY(snapshot_meta_and_hello),
-          TEST_ENTRY(snapshot_file_frame), TEST_ENTRY(bad_input), TEST_ENTRY(listener_checks_cluster_id))
+          TEST_ENTRY(snapshot_file_frame), TEST_ENTRY(bad_input), TEST_ENTRY(listener_checks_cluster_id),
+          TEST_ENTRY(dials_from_own_peer_address))
