@@ -1228,7 +1228,10 @@ static void raft_cfg_fill(struct raftd *n, struct raft_config *rc,
     if (rc->election_tick < 2)
         rc->election_tick = 2;
     rc->seed = n->member_id ^ (uint64_t)node_now_ns();
-    rc->pre_vote = false;
+    /* Pre-vote (etcd 3.5's default; 3.4 has it behind --pre-vote): a
+     * member cut off by a partition does not raise its term, so it does
+     * not depose a working leader when the partition heals. */
+    rc->pre_vote = cfg->n_members > 1;
     rc->check_quorum = cfg->n_members > 1;
     *nv = 0;
     for (size_t i = 0; i < cfg->n_members && *nv < RAFT_MAX_VOTERS; i++)

@@ -12,6 +12,8 @@
  * Async contract: every callback runs on the loop thread; recv is called
  * from a read callback, never from inside peer_transport_send/flush. */
 #include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -19,6 +21,13 @@
 
 #define PEER_MAX_LISTENERS 8
 #define PEER_READ_CHUNK (64u << 10)
+/* etcd's rafthttp ConnWriteTimeout/ConnReadTimeout: a peer connection
+ * whose data stays unacknowledged this long (a partition that drops
+ * packets) is aborted, so queued messages are dropped instead of being
+ * delivered after the partition heals, and the redial after it does not
+ * wait out TCP's retransmission backoff. An idle inbound connection is
+ * probed as often, so a dialer that gave up is noticed. */
+#define PEER_CONN_TIMEOUT_MS 5000
 
 enum peer_state {
     PEER_IDLE = 0,   /* no socket; retry timer may be running */
@@ -81,6 +90,19 @@ struct peer_transport {
 };
 
 static void peer_dial(struct peer_out *p);
+
+/* Bounds how long unacknowledged data (or a SYN) keeps a connection up;
+ * for inbound connections, also probes the dialer while nothing comes. */
+static void peer_conn_timeouts(uv_tcp_t *tcp, bool inbound)
+{
+    unsigned ms = PEER_CONN_TIMEOUT_MS;
+    uv_os_fd_t fd;
+    if (uv_fileno((uv_handle_t *)tcp, &fd) != 0)
+        return;
+    (void)setsockopt(fd, IPPROTO_TCP, TCP_USER_TIMEOUT, &ms, sizeof(ms));
+    if (inbound)
+        (void)uv_tcp_keepalive(tcp, 1, PEER_CONN_TIMEOUT_MS / 1000);
+}
 
 /* ---- closing -------------------------------------------------------- */
 
@@ -285,7 +307,7 @@ static void peer_dial(struct peer_out *p)
     p->tcp.data = p;
     uv_tcp_nodelay(&p->tcp, 1);
     if (t->has_src && t->src.ss_family == p->addr.ss_family) {
-        rv = uv_tcp_bind(&p->tcp, (struct sockaddr *)&t->src, 0);
+        rv = uv_tcp_bind(&p->tcp, (const struct sockaddr *)&t->src, 0);
         if (rv != 0) {
             /* Not an address of this host: connect from any (as etcd). */
             t->has_src = false;
@@ -300,6 +322,8 @@ static void peer_dial(struct peer_out *p)
                         out_connect_cb);
     if (rv != 0)
         out_drop(p, uv_strerror(rv));
+    else
+        peer_conn_timeouts(&p->tcp, false);
 }
 
 static struct peer_out *peer_find(struct peer_transport *t, uint64_t id)
@@ -546,7 +570,9 @@ static void listen_cb(uv_stream_t *server, int status)
         uv_read_start((uv_stream_t *)&in->tcp, in_alloc, in_read) != 0) {
         in->closing = true;
         transport_close_handle(t, (uv_handle_t *)&in->tcp, in_closed);
+        return;
     }
+    peer_conn_timeouts(&in->tcp, true);
 }
 
 /* ---- setup ---------------------------------------------------------- */
