@@ -22,6 +22,9 @@ class Member:
         self.cluster = cluster
         self.idx = idx
         self.name = name
+        # the member's own loopback address (cluster.hosts, e.g. 127.0.0.2
+        # inside a network namespace: partition_util.py)
+        self.host = cluster.hosts[idx] if cluster.hosts else "127.0.0.1"
         self.client_port = harness.free_port()
         self.peer_port = harness.free_port()
         self.data_dir = os.path.join(cluster.tmp, name)
@@ -30,15 +33,15 @@ class Member:
 
     @property
     def url(self):
-        return "http://127.0.0.1:%d" % self.client_port
+        return "http://%s:%d" % (self.host, self.client_port)
 
     @property
     def peer_url(self):
-        return "http://127.0.0.1:%d" % self.peer_port
+        return "http://%s:%d" % (self.host, self.peer_port)
 
     def argv(self):
         c = self.cluster
-        return [harness.raftd_bin(),
+        return c.exec_prefix + [harness.raftd_bin(),
                 "--name", self.name, "--data-dir", self.data_dir,
                 "--listen-client-urls", self.url,
                 "--advertise-client-urls", self.url,
@@ -83,7 +86,7 @@ class Member:
         return self.proc.returncode
 
     def client(self, timeout=5):
-        return harness.Client("127.0.0.1", self.client_port, timeout)
+        return harness.Client(self.host, self.client_port, timeout)
 
     def stderr_text(self):
         try:
@@ -120,7 +123,12 @@ class Member:
 
 
 class Cluster:
-    def __init__(self, n=3, heartbeat_ms=50, election_ms=500, extra_args=()):
+    def __init__(self, n=3, heartbeat_ms=50, election_ms=500, extra_args=(),
+                 hosts=None, exec_prefix=()):
+        # hosts: one address per member (default all 127.0.0.1);
+        # exec_prefix: argv before raftd's, e.g. ["ip", "netns", "exec", ns]
+        self.hosts = list(hosts) if hosts else None
+        self.exec_prefix = list(exec_prefix)
         self.tmp = tempfile.mkdtemp(prefix="etcfs-cluster-")
         self.token = "etcfs-test-%d" % os.getpid()
         self.heartbeat_ms = heartbeat_ms
