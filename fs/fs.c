@@ -74,6 +74,18 @@ static int parse_ull(const char *s, int base, unsigned long long *out)
     return 0;
 }
 
+/* A number of seconds from min to a million (no NaN, no infinity). */
+static int parse_seconds(const char *s, double min, double *out)
+{
+    char *end;
+    errno = 0;
+    double d = strtod(s, &end);
+    if (end == s || *end != '\0' || errno != 0 || !(d >= min && d <= 1e6))
+        return -EINVAL;
+    *out = d;
+    return 0;
+}
+
 int fs_options_parse(struct fs_options *o, const char *opts, char **opts_copy)
 {
     char *copy = strdup(opts);
@@ -128,11 +140,13 @@ int fs_options_parse(struct fs_options *o, const char *opts, char **opts_copy)
             if ((rv = parse_ull(val, 10, &v)) == 0)
                 o->keep_inodes = (size_t)v;
         } else if (strcmp(t, "timeout") == 0) {
-            char *end;
-            double d = strtod(val, &end);
-            if (*end != '\0' || d < 0)
-                rv = -EINVAL;
-            o->entry_timeout = o->attr_timeout = d;
+            double d;
+            if ((rv = parse_seconds(val, 0, &d)) == 0)
+                o->entry_timeout = o->attr_timeout = d;
+        } else if (strcmp(t, "leader_wait") == 0) {
+            double d;
+            if ((rv = parse_seconds(val, 0.001, &d)) == 0)
+                o->leader_wait_ms = (unsigned)(d * 1000 + 0.5);
         } else {
             rv = -EINVAL;
         }
@@ -1746,6 +1760,46 @@ static void open_barrier_cb(void *arg, int status, const struct fs_meta *m)
     open_get(c);
 }
 
+/* The open of a key once it may go ahead: an O_TRUNC open needs nothing
+ * from the store; others load the value, after the ReadIndex barrier under
+ * -o quorum. */
+static void open_node(struct fs_ctx *c)
+{
+    struct fs *fs = c->fs;
+    struct fs_fh *fh = c->fh;
+    if ((c->fi.flags & O_TRUNC) && !fh->cas) {
+        fh->loaded = true;
+        fh->dirty = true;
+        c->fi.fh = (uintptr_t)fh;
+        if (fuse_reply_open(c->req, &c->fi) != 0)
+            fh_free(fh);
+        ctx_free(c);
+        return;
+    }
+    if (fs->opt.quorum && fs->ops->barrier != NULL) {
+        /* -o quorum: read only after this member has applied everything
+         * committed when the open was asked (a linearizable open). */
+        int rv = fs->ops->barrier(fs->data, open_barrier_cb, c);
+        if (rv != 0)
+            fh_free(fh);
+        ctx_check(c, rv);
+        return;
+    }
+    open_get(c);
+}
+
+static void open_writable_cb(void *arg, int status, const struct fs_meta *m)
+{
+    struct fs_ctx *c = arg;
+    if (status != 0) {
+        fh_free(c->fh);
+        fuse_reply_err(c->req, -fs_status_errno(status));
+        ctx_free(c);
+        return;
+    }
+    open_node(c);
+}
+
 static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
     struct fs *fs = fuse_req_userdata(req);
@@ -1787,14 +1841,6 @@ static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
             fh_free(fh);
         return;
     }
-    if ((fi->flags & O_TRUNC) && !fh->cas) {
-        fh->loaded = true;
-        fh->dirty = true;
-        fi->fh = (uintptr_t)fh;
-        if (fuse_reply_open(req, fi) != 0)
-            fh_free(fh);
-        return;
-    }
     struct fs_ctx *c = ctx_new(fs, req);
     if (c == NULL) {
         fh_free(fh);
@@ -1803,16 +1849,14 @@ static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
     }
     c->fh = fh;
     c->fi = *fi;
-    if (fs->opt.quorum && fs->ops->barrier != NULL) {
-        /* -o quorum: read only after this member has applied everything
-         * committed when the open was asked (a linearizable open). */
-        int rv = fs->ops->barrier(fs->data, open_barrier_cb, c);
+    if (acc != O_RDONLY && fs->ops->writable != NULL) {
+        int rv = fs->ops->writable(fs->data, open_writable_cb, c);
         if (rv != 0)
             fh_free(fh);
         ctx_check(c, rv);
         return;
     }
-    open_get(c);
+    open_node(c);
 }
 
 static void op_create(fuse_req_t req, fuse_ino_t parent, const char *name,
@@ -1862,6 +1906,33 @@ static void create_excl_cb(void *arg, int status, const struct fs_meta *meta,
     ctx_free(c);
 }
 
+/* O_EXCL asks the store whether the key exists; else the create is
+ * answered now. */
+static void create_go(struct fs_ctx *c)
+{
+    struct fs *fs = c->fs;
+    if (!(c->fi.flags & O_EXCL)) {
+        create_finish(fs, c->req, c->path, &c->fi);
+        ctx_free(c);
+        return;
+    }
+    char *sp = store_path(fs, c->path);
+    int rv = sp ? fs->ops->get(fs->data, sp, create_excl_cb, c) : -ENOMEM;
+    free(sp);
+    ctx_check(c, rv);
+}
+
+static void create_writable_cb(void *arg, int status, const struct fs_meta *m)
+{
+    struct fs_ctx *c = arg;
+    if (status != 0) {
+        fuse_reply_err(c->req, -fs_status_errno(status));
+        ctx_free(c);
+        return;
+    }
+    create_go(c);
+}
+
 /* The key is written at close (one set), so that "echo v > new" is one
  * store operation; until then the inode answers from its pending size.
  * O_EXCL checks now and again at close (prevExist=false). */
@@ -1877,19 +1948,19 @@ static void op_create(fuse_req_t req, fuse_ino_t parent, const char *name,
         free(rel);
         return;
     }
-    if (!(fi->flags & O_EXCL)) {
-        create_finish(fs, req, rel, fi);
+    struct fs_ctx *c = ctx_new(fs, req);
+    if (c == NULL) {
         free(rel);
+        fuse_reply_err(req, ENOMEM);
         return;
     }
-    char *sp;
-    struct fs_ctx *c = ctx_for_path(fs, req, rel, &sp);
-    if (c == NULL)
-        return;
+    c->path = rel;
     c->fi = *fi;
-    int rv = fs->ops->get(fs->data, sp, create_excl_cb, c);
-    free(sp);
-    ctx_check(c, rv);
+    if (fs->ops->writable != NULL) {
+        ctx_check(c, fs->ops->writable(fs->data, create_writable_cb, c));
+        return;
+    }
+    create_go(c);
 }
 
 static void read_new(fuse_req_t req, struct fs_fh *fh, size_t size);

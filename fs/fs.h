@@ -141,6 +141,12 @@ struct fs_backend_ops {
      * ReadIndex), so a read after it is linearizable; meta is NULL. Used
      * by -o quorum before each open's read. */
     int (*barrier)(void *data, fs_write_cb cb, void *arg);
+    /* Optional: cb with status 0 (meta NULL) as soon as a write could be
+     * proposed (a leader is known), or -EIO after the backend's bounded
+     * wait. Opens for writing ask it first: a shell ignores close(2)'s
+     * error, so `echo v > key` on a cluster without a leader hears of it
+     * only from open. */
+    int (*writable)(void *data, fs_write_cb cb, void *arg);
 };
 
 /* ------------------------------------------------------------------ */
@@ -166,6 +172,9 @@ struct fs_options {
     double attr_timeout;
     size_t max_value;       /* larger writes fail with EFBIG */
     size_t keep_inodes;     /* idle inodes kept for stable numbers */
+    unsigned leader_wait_ms; /* not used by fs: for the backend, how long a
+                              * write waits for a leader before EIO (0: the
+                              * backend's default) */
     /* Called once on the loop thread when the kernel ends the session
      * (fusermount3 -u, umount): the owner should then fs_close(). */
     void (*exit_cb)(void *arg);
@@ -179,7 +188,7 @@ void fs_options_init(struct fs_options *o);
 /* Parse one comma-separated -o string (uid=N, gid=N, mode=OCTAL for files
  * (directories get the x bits where r is set), allow_other, ro, root=PATH,
  * debug, max_value=BYTES, timeout=SECONDS, noinotify, quorum, cas,
- * keep_inodes=N) into o.
+ * keep_inodes=N, leader_wait=SECONDS) into o.
  * Unknown options are -EINVAL. opts is borrowed; o->root then points into *opts_copy, a heap
  * copy the caller frees with free() after fs_close. */
 int fs_options_parse(struct fs_options *o, const char *opts, char **opts_copy);

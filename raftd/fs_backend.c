@@ -16,7 +16,10 @@
 
 #define RETRY_MS 50
 
-/* One write in flight: the request is copied so it can be re-proposed. */
+enum { OP_WRITE, OP_POST, OP_WRITABLE };
+
+/* One write in flight (the request is copied so it can be re-proposed),
+ * or an open waiting for a leader (OP_WRITABLE, no request). */
 struct fs_op {
     struct raftd_fs *b;
     struct fs_op *prev, *next;
@@ -26,7 +29,7 @@ struct fs_op {
     char *path, *new_path;
     void *val, *prev_value;
     int64_t deadline_ns;
-    int kind; /* 0 write, 1 post */
+    int kind; /* OP_WRITE, OP_POST, OP_WRITABLE */
     fs_write_cb wcb;
     fs_post_cb pcb;
     void *arg;
@@ -103,11 +106,11 @@ static void op_done(struct fs_op *op, int status, struct store_event *ev)
         op->next->prev = op->prev;
     if (ev != NULL)
         fs_store_meta(&m, &ev->node);
-    if (op->kind == 1)
+    if (op->kind == OP_POST)
         op->pcb(op->arg, status, status == 0 && ev ? ev->node.key : NULL,
                 status == 0 ? &m : NULL);
     else
-        op->wcb(op->arg, status, status == 0 ? &m : NULL);
+        op->wcb(op->arg, status, status == 0 && ev ? &m : NULL);
     uv_close((uv_handle_t *)&op->timer, op_timer_closed);
 }
 
@@ -136,11 +139,20 @@ static void op_propose(struct fs_op *op)
         op_done(op, -ECANCELED, NULL);
         return;
     }
-    op->wr.data = op;
-    int rv = raftd_write(b->n, &op->wr, &op->r, write_cb);
-    if (rv == 0) {
-        op->in_raft = true;
-        return;
+    int rv;
+    if (op->kind == OP_WRITABLE) {
+        if (raftd_leader(b->n) != 0) {
+            op_done(op, 0, NULL);
+            return;
+        }
+        rv = -EAGAIN;
+    } else {
+        op->wr.data = op;
+        rv = raftd_write(b->n, &op->wr, &op->r, write_cb);
+        if (rv == 0) {
+            op->in_raft = true;
+            return;
+        }
     }
     if (rv == -EAGAIN && t < op->deadline_ns) {
         uv_timer_start(&op->timer, retry_cb, RETRY_MS, 0);
@@ -263,7 +275,7 @@ static int b_post(void *data, const char *dir_path, const void *value,
     }
     op->r.val = op->val;
     op->r.val_len = value_len;
-    op->kind = 1;
+    op->kind = OP_POST;
     op->pcb = cb;
     op->arg = arg;
     return op_start(b, op);
@@ -283,6 +295,24 @@ static int b_rename(void *data, const char *old_path, const char *new_path,
     }
     op->r.method = STORE_METHOD_RENAME;
     op->r.new_path = op->new_path;
+    op->wcb = cb;
+    op->arg = arg;
+    return op_start(b, op);
+}
+
+/* An open for writing: at once while a leader is known, else polled like
+ * a write's -EAGAIN, and EIO after the same bounded wait. */
+static int b_writable(void *data, fs_write_cb cb, void *arg)
+{
+    struct raftd_fs *b = data;
+    if (raftd_leader(b->n) != 0) {
+        cb(arg, 0, NULL);
+        return 0;
+    }
+    struct fs_op *op = op_new(b, "");
+    if (op == NULL)
+        return -ENOMEM;
+    op->kind = OP_WRITABLE;
     op->wcb = cb;
     op->arg = arg;
     return op_start(b, op);
@@ -360,6 +390,7 @@ const struct fs_backend_ops raftd_fs_ops = {
     .watch_cancel = b_watch_cancel,
     .index = b_index,
     .barrier = b_barrier,
+    .writable = b_writable,
 };
 
 int raftd_fs_new(struct raftd *n, uv_loop_t *loop, unsigned leader_wait_ms,

@@ -80,7 +80,7 @@ static int main_mount(struct main_ctx *m, uv_loop_t *loop,
         if (rv != 0)
             return rv;
     }
-    rv = raftd_fs_new(m->node, loop, 0, &m->backend);
+    rv = raftd_fs_new(m->node, loop, o.leader_wait_ms, &m->backend);
     if (rv != 0)
         return rv;
     o.mountpoint = cfg->mount;

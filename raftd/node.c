@@ -64,6 +64,11 @@ uint64_t raftd_cluster_id_get(const struct raftd *n)
     return n->cluster_id;
 }
 
+uint64_t raftd_leader(const struct raftd *n)
+{
+    return raft_leader(n->raft);
+}
+
 static char *path_join(const char *a, const char *b)
 {
     size_t la = strlen(a), lb = strlen(b);

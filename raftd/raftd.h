@@ -163,6 +163,10 @@ int raftd_is_ready(const struct raftd *n);
 /* The port the first client listener bound (useful with port 0), or 0. */
 int raftd_client_port(const struct raftd *n);
 uint64_t raftd_cluster_id_get(const struct raftd *n);
+/* The leader this member knows of, 0 when there is none (an election is
+ * on or this member cannot reach a quorum): raftd_write would answer
+ * -EAGAIN. */
+uint64_t raftd_leader(const struct raftd *n);
 
 /* A write through the log. cb runs exactly once (unless raftd_write
  * returns an error): after the entry is durable and applied, with status

@@ -42,7 +42,8 @@ TEST(options)
     ASSERT(!o.quorum && !o.no_inotify && !o.ro);
     ASSERT_OK(fs_options_parse(&o, "uid=12,gid=34,mode=640,allow_other,ro,"
                                    "root=/config,max_value=99,timeout=0.5,"
-                                   "noinotify,quorum,keep_inodes=7",
+                                   "noinotify,quorum,keep_inodes=7,"
+                                   "leader_wait=2.5",
                                &copy));
     ASSERT_EQ(o.uid, 12);
     ASSERT_EQ(o.gid, 34);
@@ -56,6 +57,7 @@ TEST(options)
     ASSERT(o.no_inotify);
     ASSERT(o.quorum);
     ASSERT_EQ(o.keep_inodes, 7);
+    ASSERT_EQ(o.leader_wait_ms, 2500);
     free(copy);
 
     copy = NULL;
@@ -65,6 +67,11 @@ TEST(options)
     ASSERT_EQ(fs_options_parse(&o, "mode=9", &copy), -EINVAL);
     ASSERT_EQ(fs_options_parse(&o, "root=relative", &copy), -EINVAL);
     ASSERT_EQ(fs_options_parse(&o, "timeout=x", &copy), -EINVAL);
+    ASSERT_EQ(fs_options_parse(&o, "timeout=", &copy), -EINVAL);
+    ASSERT_EQ(fs_options_parse(&o, "timeout=nan", &copy), -EINVAL);
+    ASSERT_EQ(fs_options_parse(&o, "timeout=-1", &copy), -EINVAL);
+    ASSERT_EQ(fs_options_parse(&o, "leader_wait=0", &copy), -EINVAL);
+    ASSERT_EQ(fs_options_parse(&o, "leader_wait=inf", &copy), -EINVAL);
     ASSERT_EQ(fs_options_parse(&o, "ro=1", &copy), -EINVAL);
     ASSERT(copy == NULL);
 }
