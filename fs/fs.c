@@ -1724,6 +1724,7 @@ static void open_trunc_cb(void *arg, int status, const struct fs_meta *meta,
          * itself (FUSE_CAP_ATOMIC_O_TRUNC). */
         fh->loaded = true;
         fh->dirty = true;
+        fh->trunc_only = true;
         fi.fh = (uintptr_t)fh;
         if (fuse_reply_open(c->req, &fi) != 0)
             fh_free(fh);
@@ -1748,16 +1749,22 @@ static void open_get(struct fs_ctx *c)
     ctx_check(c, rv);
 }
 
+/* A step before an open's read failed (status != 0): free the handle,
+ * reply the error, end the call. */
+static bool open_step_failed(struct fs_ctx *c, int status)
+{
+    if (status == 0)
+        return false;
+    fh_free(c->fh);
+    fuse_reply_err(c->req, -fs_status_errno(status));
+    ctx_free(c);
+    return true;
+}
+
 static void open_barrier_cb(void *arg, int status, const struct fs_meta *m)
 {
-    struct fs_ctx *c = arg;
-    if (status != 0) {
-        fh_free(c->fh);
-        fuse_reply_err(c->req, -fs_status_errno(status));
-        ctx_free(c);
-        return;
-    }
-    open_get(c);
+    if (!open_step_failed(arg, status))
+        open_get(arg);
 }
 
 /* The open of a key once it may go ahead: an O_TRUNC open needs nothing
@@ -1770,6 +1777,7 @@ static void open_node(struct fs_ctx *c)
     if ((c->fi.flags & O_TRUNC) && !fh->cas) {
         fh->loaded = true;
         fh->dirty = true;
+        fh->trunc_only = true;
         c->fi.fh = (uintptr_t)fh;
         if (fuse_reply_open(c->req, &c->fi) != 0)
             fh_free(fh);
@@ -1790,14 +1798,8 @@ static void open_node(struct fs_ctx *c)
 
 static void open_writable_cb(void *arg, int status, const struct fs_meta *m)
 {
-    struct fs_ctx *c = arg;
-    if (status != 0) {
-        fh_free(c->fh);
-        fuse_reply_err(c->req, -fs_status_errno(status));
-        ctx_free(c);
-        return;
-    }
-    open_node(c);
+    if (!open_step_failed(arg, status))
+        open_node(arg);
 }
 
 static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
@@ -1878,6 +1880,9 @@ static void create_finish(struct fs *fs, fuse_req_t req, const char *rel,
     in->nlookup++;
     fh->loaded = true;
     fh->dirty = true;
+    /* touch (no O_TRUNC) stores the empty key at its close; a shell's
+     * redirection (O_TRUNC) waits for what it writes. */
+    fh->trunc_only = (fi->flags & O_TRUNC) != 0;
     fh->excl = (fi->flags & O_EXCL) != 0;
     fh->append = (fi->flags & O_APPEND) != 0;
     fh->pending_create = true;
@@ -2032,6 +2037,7 @@ static void op_write(fuse_req_t req, fuse_ino_t ino, const char *buf,
     }
     memcpy(fh->buf + off, buf, size);
     fh->dirty = true;
+    fh->trunc_only = false;
     fuse_reply_write(req, size);
 }
 
@@ -2121,22 +2127,33 @@ static void fh_store(struct fs_fh *fh, fuse_req_t req)
     }
 }
 
-static void op_flush(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+/* Store what the handle holds if it changed (close, fsync). */
+static void fh_sync(fuse_req_t req, struct fs_fh *fh)
 {
-    struct fs_fh *fh = fh_of(fi);
     if (fh->kind != FS_KIND_WATCH && fh->kind != FS_KIND_NOOP && fh->dirty &&
         !fh->flushing &&
         !(fh->kind == FS_KIND_NEW && fh->created != NULL)) {
+        fh->trunc_only = false;
         fh_store(fh, req);
         return;
     }
     fuse_reply_err(req, 0);
 }
 
+static void op_flush(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+    struct fs_fh *fh = fh_of(fi);
+    if (fh->trunc_only) {
+        fuse_reply_err(req, 0); /* see trunc_only */
+        return;
+    }
+    fh_sync(req, fh);
+}
+
 static void op_fsync(fuse_req_t req, fuse_ino_t ino, int datasync,
                      struct fuse_file_info *fi)
 {
-    op_flush(req, ino, fi);
+    fh_sync(req, fh_of(fi));
 }
 
 static void watch_stop(struct fs_fh *fh);
@@ -2253,6 +2270,7 @@ static void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr,
             return;
         }
         fh->dirty = true;
+        fh->trunc_only = false;
         in->attr_index = 0;
         attr_fill(fs, &st, ino, FS_KIND_NODE, false, fh->len);
         fuse_reply_attr(req, &st, fs->opt.attr_timeout);

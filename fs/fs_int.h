@@ -105,6 +105,12 @@ struct fs_fh {
     char *buf;
     size_t len, cap;
     bool loaded, dirty, flushing, excl, append, pending_create;
+    /* Dirty only because the open truncated (no write or truncate since):
+     * a flush then stores nothing yet. A shell's `echo v > key` opens,
+     * dup2()s the fd to 1 and closes the original (a FLUSH) before it
+     * writes; storing then would publish an empty value first. The
+     * store comes with the next flush, fsync or the release. */
+    bool trunc_only;
     /* -o cas: the store at close is conditional on cas_index, the key's
      * modifiedIndex at open (then of this handle's last store); 0 = the
      * key was absent, so the store is a create (prevExist=false). */

@@ -5,6 +5,7 @@ import errno
 import json
 import os
 import random
+import select
 import shutil
 import signal
 import socket
@@ -166,6 +167,42 @@ def test_raftd_watch_lines_equal_http_stream_bytes(fsm_raftd):
     resp.close()
     assert [l for l in lines] == got, (lines, got)
     assert json.loads(lines[1])["node"]["ttl"] == 100
+
+
+def test_raftd_shell_redirection_is_one_store(fsm_raftd):
+    """sh and bash open the file, dup2() it to fd 1 and close the original
+    before they write: that first close's FLUSH must not store an empty
+    value (watchers would see the key empty first). Each command below is
+    exactly one store, in order; `: > k` (nothing written) stores the empty
+    value at the release."""
+    r = fsm_raftd
+    os.mkdir(r.p("sh"))
+    k = r.p("sh", "k")
+    fd = os.open(r.p("sh", ".watch"), os.O_RDONLY)
+    try:
+        cmds = [("sh", "echo v1 > %s"), ("sh", "echo v2 > %s"),
+                ("bash", "echo v3 > %s"), ("sh", ": > %s"),
+                ("sh", "printf x >> %s")]
+        for shell, cmd in cmds:
+            subprocess.run([shell, "-c", cmd % k], check=True, timeout=10)
+        events, buf = [], b""
+        deadline = time.monotonic() + 10
+        while len(events) < len(cmds) and time.monotonic() < deadline:
+            if select.select([fd], [], [], 0.2)[0]:
+                buf += os.read(fd, 65536)
+                *lines, buf = buf.split(b"\n")
+                events += [json.loads(l) for l in lines if l]
+        assert [(e["action"], e["node"]["value"]) for e in events] == [
+            ("set", "v1\n"), ("set", "v2\n"), ("set", "v3\n"),
+            ("set", ""), ("set", "x")]
+        # Nothing else was stored: the store's index is the last event's.
+        st, body = http("GET", r.url + "/v2/keys/sh/k")
+        assert json.loads(body)["node"]["modifiedIndex"] == \
+            events[-1]["node"]["modifiedIndex"]
+        assert int(xattr(r.p(".watch"), "user.etcd.index")) == \
+            events[-1]["node"]["modifiedIndex"]
+    finally:
+        os.close(fd)
 
 
 @pytest.mark.parametrize("fsm_raftd", ["timeout=30,quorum"], indirect=True)
