@@ -182,6 +182,8 @@ static const char *const method_names[] = {"PUT",  "POST", "DELETE", "QGET",
 
 static void node_publish(struct raftd *n);
 static void node_kick(struct raftd *n);
+static void node_transfer_check(struct raftd *n);
+static void node_close_now(struct raftd *n);
 
 /* A single voter publishes once it leads; a member of a larger cluster as
  * soon as it knows a leader (the publish is forwarded to it). */
@@ -931,6 +933,7 @@ static void node_process(struct raftd *n)
         api_unpark(n);
     }
     node_maybe_snapshot(n);
+    node_transfer_check(n);
 }
 
 static void node_check_cb(uv_check_t *h)
@@ -957,6 +960,7 @@ static void node_tick_cb(uv_timer_t *t)
     struct raftd *n = t->data;
     raft_tick(n->raft);
     node_kick(n);
+    node_transfer_check(n);
 }
 
 /* As etcd's leader does: every 500 ms, while any key has a TTL, propose a
@@ -1687,13 +1691,93 @@ void node_api_release(struct raftd *n)
         node_close_continue(n);
 }
 
+/* The voter to hand leadership to: connected, with the longest log
+ * (etcd's longestConnected); 0 if none. */
+static uint64_t node_transfer_target(struct raftd *n)
+{
+    struct raft_conf_state conf;
+    uint64_t best = 0;
+    raft_index best_match = 0;
+    raft_conf(n->raft, &conf);
+    for (size_t i = 0; i < conf.n_voters; i++) {
+        raft_index match, next;
+        uint64_t id = conf.voters[i];
+        if (id == n->member_id || !peer_transport_connected(n->peers, id) ||
+            raft_progress(n->raft, id, &match, &next) != 0)
+            continue;
+        if (best == 0 || match > best_match) {
+            best = id;
+            best_match = match;
+        }
+    }
+    return best;
+}
+
+/* As etcd's Stop: a leader of several voters first transfers leadership
+ * to the most up-to-date connected follower and waits for it (at most an
+ * election timeout, after which the core gives the transfer up anyway),
+ * so the cluster has a new leader without waiting out an election
+ * timeout. True if a transfer started; the close continues in
+ * node_transfer_check(). */
+static bool node_transfer_start(struct raftd *n)
+{
+    uint64_t to;
+    if (!n->started || n->wal_error || n->peers == NULL ||
+        raft_role(n->raft) != RAFT_LEADER)
+        return false;
+    to = node_transfer_target(n);
+    if (to == 0 || raft_transfer_leader(n->raft, to) != 0)
+        return false;
+    n->transfer_to = to;
+    n->transfer_start_ns = node_now_ns();
+    raftd_logf(&n->log, RAFTD_LOG_INFO, "etcdserver",
+               "%s starts leadership transfer from %s to %llx",
+               n->member_id_hex, n->member_id_hex, (unsigned long long)to);
+    node_kick(n);
+    return true;
+}
+
+
+/* During a transfer at close: closes once another member leads, or when
+ * the transfer has taken longer than an election timeout. */
+static void node_transfer_check(struct raftd *n)
+{
+    uint64_t lead;
+    int64_t took;
+    if (n->transfer_to == 0 || n->closing)
+        return;
+    lead = raft_leader(n->raft);
+    took = node_now_ns() - n->transfer_start_ns;
+    if (lead != 0 && lead != n->member_id) {
+        raftd_logf(&n->log, RAFTD_LOG_INFO, "etcdserver",
+                   "%s finished leadership transfer from %s to %llx "
+                   "(took %.3fms)", n->member_id_hex, n->member_id_hex,
+                   (unsigned long long)lead, (double)took / 1e6);
+    } else if (took >= (int64_t)(n->cfg->election_ms +
+                                 n->cfg->heartbeat_ms) * 1000000) {
+        raftd_logf(&n->log, RAFTD_LOG_WARN, "etcdserver",
+                   "%s failed to transfer leadership (etcdserver: request "
+                   "timed out, leader transfer took too long)",
+                   n->member_id_hex);
+    } else {
+        return;
+    }
+    node_close_now(n);
+}
+
 void raftd_close(struct raftd *n, void (*cb)(void *arg), void *arg)
 {
-    if (n->closing)
+    if (n->closing || n->transfer_to != 0)
         return;
-    n->closing = true;
     n->close_cb = cb;
     n->close_arg = arg;
+    if (!node_transfer_start(n))
+        node_close_now(n);
+}
+
+static void node_close_now(struct raftd *n)
+{
+    n->closing = true;
     /* Held until the end of this function: failing the waiters below
      * finishes requests, and the last one must not start closing the WAL
      * before the shutdown snapshot has been started. */

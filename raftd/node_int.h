@@ -169,6 +169,10 @@ struct raftd {
     bool closing;
     void (*close_cb)(void *arg);
     void *close_arg;
+    /* A leader asked to close hands leadership to this voter first
+     * (raftd_close); 0 when no transfer is under way. */
+    uint64_t transfer_to;
+    int64_t transfer_start_ns;
 };
 
 
