@@ -1,7 +1,9 @@
-/* The error answers of etcd's /v2/members POST, PUT and DELETE (etcd 3.4
- * v2http membersHandler): content type, the JSON body decoded as Go's
- * encoding/json does (its syntax and type error texts), peer URL checks,
- * and member ids. Valid membership changes need peers and are refused. */
+/* etcd's /v2/members POST, PUT and DELETE (etcd 3.4 v2http membersHandler):
+ * content type, the JSON body decoded as Go's encoding/json does (its
+ * syntax and type error texts), peer URL checks and member ids; then the
+ * change itself (members.c): an add or a removal through a conf-change
+ * entry, new peer URLs through a write of the member's raftAttributes,
+ * each answered once applied here. */
 #include <ctype.h>
 #include <errno.h>
 #include <stdio.h>
@@ -315,9 +317,34 @@ static void gj_take_string(struct gj *g, char *out, size_t outlen)
  * json.Unmarshal into struct{PeerURLs []string} (keys matched without
  * regard to case, first type error reported after the whole decode), then
  * types.NewURLs. Returns 0 (and *n_urls) or -1 with msg set. */
-static int members_decode(const char *body, size_t len, char *msg,
-                          size_t msglen, size_t *n_urls)
+static void urls_clear(struct raftd_urls *u)
 {
+    for (size_t i = 0; i < u->n; i++)
+        free(u->v[i]);
+    free(u->v);
+    u->v = NULL;
+    u->n = 0;
+}
+
+static int urls_push(struct raftd_urls *u, const char *url)
+{
+    char **nv = realloc(u->v, (u->n + 1) * sizeof(*nv));
+    if (nv == NULL)
+        return -1;
+    u->v = nv;
+    u->v[u->n] = strdup(url);
+    return u->v[u->n] == NULL ? -1 : (u->n++, 0);
+}
+
+static int cmp_url(const void *a, const void *b)
+{
+    return strcmp(*(const char *const *)a, *(const char *const *)b);
+}
+
+static int members_decode(const char *body, size_t len, char *msg,
+                          size_t msglen, struct raftd_urls *urls)
+{
+    size_t n_urls_storage = 0, *n_urls = &n_urls_storage;
     struct gj g = {(const unsigned char *)body,
                    (const unsigned char *)body + len, msg, msglen, 0};
     char type_err[256] = "", url[512], why[600], url_err[600] = "";
@@ -357,6 +384,7 @@ static int members_decode(const char *body, size_t len, char *msg,
             gj_skip(&g);
         } else {
             *n_urls = 0; /* a repeated key replaces the list, as in Go */
+            urls_clear(urls);
             url_err[0] = '\0';
             have_urls = 1;
             g.p++;
@@ -371,6 +399,10 @@ static int members_decode(const char *body, size_t len, char *msg,
                     if (url_err[0] == '\0' &&
                         raftd_url_check(url, why, sizeof(why)) != 0)
                         snprintf(url_err, sizeof(url_err), "%s", why);
+                    if (urls_push(urls, url) != 0) {
+                        snprintf(msg, msglen, "out of memory");
+                        return -1;
+                    }
                     (*n_urls)++;
                 } else {
                     if (type_err[0] == '\0')
@@ -405,15 +437,18 @@ urls:
         snprintf(msg, msglen, "no valid URLs given");
         return -1;
     }
+    /* types.NewURLs sorts them. */
+    qsort(urls->v, urls->n, sizeof(char *), cmp_url);
     return 0;
 }
 
-/* unmarshalRequest: Content-Type, then the body. 0 if valid. */
-static int members_unmarshal(struct raftd *n, struct http_request *req)
+/* unmarshalRequest: Content-Type, then the body. 0 if valid (urls set;
+ * urls_clear() them), else answered. */
+static int members_unmarshal(struct raftd *n, struct http_request *req,
+                             struct raftd_urls *urls)
 {
     const char *ct = http_request_header(req, "Content-Type");
     char ctype[128] = "", msg[700] = "";
-    size_t n_urls;
 
     if (ct) {
         const char *semi = strchr(ct, ';');
@@ -442,7 +477,8 @@ static int members_unmarshal(struct raftd *n, struct http_request *req)
         return -1;
     }
     if (members_decode(req->body, req->body_len, msg, sizeof(msg),
-                       &n_urls) != 0) {
+                       urls) != 0) {
+        urls_clear(urls);
         api_message_error(n, req, 400, msg);
         return -1;
     }
@@ -472,40 +508,233 @@ static int members_get_id(struct raftd *n, struct http_request *req,
     return 0;
 }
 
-static bool members_known(struct raftd *n, uint64_t id)
+/* ---- the changes -------------------------------------------------------- */
+
+enum members_op { MEMBERS_ADD, MEMBERS_UPDATE, MEMBERS_REMOVE };
+
+struct members_ctx {
+    struct raftd_write_req w;
+    struct raftd *n;
+    struct http_request *req;
+    enum members_op op;
+    uint64_t id;
+    char *attrs; /* {"peerURLs":[...]} */
+    struct store_request sr;
+    char path[96];
+};
+
+static void ctx_free(struct members_ctx *c)
 {
-    if (id == n->member_id)
-        return true;
-    for (size_t i = 0; i < n->cfg->n_members; i++)
-        if (n->cfg->members[i].id == id)
+    struct raftd *n = c->n;
+    free(c->attrs);
+    free(c);
+    node_api_release(n);
+}
+
+/* What etcd's writeError answers for an error that is not an HTTPError
+ * (a timeout, no leader, too few started members): 500 with a fixed
+ * message; the reason goes to the log. */
+static void members_internal(struct raftd *n, struct http_request *req,
+                             const char *what, uint64_t id, int status)
+{
+    raftd_logf(&n->log, RAFTD_LOG_ERROR, "etcdhttp",
+               "error %s member %llx (%s)", what, (unsigned long long)id,
+               status == -ETIMEDOUT ? "etcdserver: request timed out"
+               : status == -EAGAIN  ? "etcdserver: no leader"
+               : status == -EINVAL  ? "etcdserver: unhealthy cluster"
+               : status == -EIDRM   ? "membership: ID removed"
+                                    : strerror(status < 0 ? -status : status));
+    api_message_error(n, req, 500, "Internal Server Error");
+}
+
+static void members_done(struct raftd_write_req *w, int status,
+                         struct store_event *ev, const struct store_error *err)
+{
+    struct members_ctx *c = w->data;
+    struct raftd *n = c->n;
+    static const char *const what[] = {"adding", "updating", "removing"};
+    char msg[64];
+    (void)ev;
+    if (status != 0) {
+        members_internal(n, c->req, what[c->op], c->id, status);
+    } else if (err != NULL) {
+        /* The member was removed while its update was on its way. */
+        snprintf(msg, sizeof(msg), "No such member: %llx",
+                 (unsigned long long)c->id);
+        api_message_error(n, c->req, 404, msg);
+    } else if (c->op == MEMBERS_ADD) {
+        /* newMember(m): the id, no name, the (sorted) peer URLs, no
+         * client URLs; json.Encoder adds the newline. */
+        struct store_buf *b = &n->scratch;
+        char head[48];
+        snprintf(head, sizeof(head), "{\"id\":\"%llx\",\"name\":\"\",",
+                 (unsigned long long)c->id);
+        b->len = 0;
+        store_buf_append(b, head, strlen(head));
+        store_buf_append(b, c->attrs + 1, strlen(c->attrs) - 2);
+        store_buf_append(b, ",\"clientURLs\":[]}\n", 18);
+        http_response_add_header(c->req, "Content-Type", "application/json");
+        http_respond(c->req, 201, b->data, b->len);
+    } else {
+        http_respond(c->req, 204, NULL, 0);
+    }
+    ctx_free(c);
+}
+
+static char *attrs_json(const struct raftd_urls *urls)
+{
+    struct store_buf b;
+    store_buf_init(&b);
+    if (members_attrs_json(&b, urls) != 0) {
+        store_buf_free(&b);
+        return NULL;
+    }
+    return b.data;
+}
+
+/* etcd's ValidateConfigurationChange, checked before proposing (the core
+ * applies a committed conf change unconditionally): a peer URL another
+ * member has -> 409. */
+static bool url_taken(struct raftd *n, const struct raftd_urls *urls,
+                      uint64_t skip)
+{
+    for (size_t i = 0; i < urls->n; i++)
+        if (members_find_url(n, urls->v[i], skip) != NULL)
             return true;
     return false;
+}
+
+static bool connected(const struct raftd *n, uint64_t id)
+{
+    return id == n->member_id || peer_transport_connected(n->peers, id);
+}
+
+/* etcd's mayAddMember (--strict-reconfig-check, on by default): with the
+ * new member counted, the members already started (those with a name)
+ * must be a quorum, except when a one-member cluster gets its second; and
+ * this member must be connected to every other member (etcd: for the last
+ * 5 s; here: now). Otherwise etcd answers 500. */
+static bool ready_to_add(const struct raftd *n)
+{
+    size_t total = n->n_members + 1, started = 0;
+    for (size_t i = 0; i < n->n_members; i++) {
+        started += n->members[i].name[0] != '\0';
+        if (!connected(n, n->members[i].id))
+            return false;
+    }
+    return (started == 1 && total == 2) || started >= total / 2 + 1;
+}
+
+/* etcd's mayRemoveMember: removing a member that is connected must leave
+ * a quorum of the remaining members connected (a member that is down can
+ * always be removed). */
+static bool ready_to_remove(const struct raftd *n, uint64_t id)
+{
+    size_t active = 0;
+    if (id != n->member_id && !connected(n, id))
+        return true;
+    for (size_t i = 0; i < n->n_members; i++)
+        active += connected(n, n->members[i].id);
+    return active - 1 >= 1 + (n->n_members - 1) / 2;
+}
+
+/* membership.NewMember("", urls, "", &now): sha1 over the sorted URLs
+ * and the decimal Unix time, as etcd's v2 POST does (no cluster token). */
+static uint64_t new_member_id(const struct raftd_urls *urls)
+{
+    char now[24];
+    snprintf(now, sizeof(now), "%lld",
+             (long long)(node_now_ns() / 1000000000));
+    return raftd_member_id((const char *const *)urls->v, urls->n, now);
 }
 
 void api_members_change(struct raftd *n, struct http_request *req,
                         const char *sub)
 {
-    static const char refuse[] =
-        "membership changes are not supported by this single-member raftd "
-        "yet";
+    struct raftd_urls urls = {0, NULL};
+    struct members_ctx *c;
     char msg[64];
-    uint64_t id;
+    uint64_t id = 0;
+    enum members_op op;
+    int rv;
 
     if (strcmp(req->method, "POST") == 0) {
-        if (members_unmarshal(n, req) != 0)
+        if (members_unmarshal(n, req, &urls) != 0)
             return;
-        api_message_error(n, req, 500, refuse);
-        return;
+        op = MEMBERS_ADD;
+        id = new_member_id(&urls);
+    } else {
+        if (members_get_id(n, req, sub, &id) != 0)
+            return;
+        op = strcmp(req->method, "PUT") == 0 ? MEMBERS_UPDATE
+                                              : MEMBERS_REMOVE;
+        if (op == MEMBERS_UPDATE && members_unmarshal(n, req, &urls) != 0)
+            return;
     }
-    if (members_get_id(n, req, sub, &id) != 0)
-        return;
-    if (strcmp(req->method, "PUT") == 0 && members_unmarshal(n, req) != 0)
-        return;
-    if (!members_known(n, id)) {
+    if (op != MEMBERS_ADD && members_is_removed(n, id)) {
+        /* DELETE: 410; PUT: etcd's generic 500 (ErrIDRemoved). */
+        snprintf(msg, sizeof(msg), "Member permanently removed: %llx",
+                 (unsigned long long)id);
+        if (op == MEMBERS_REMOVE)
+            api_message_error(n, req, 410, msg);
+        else
+            members_internal(n, req, "updating", id, -EIDRM);
+        goto out;
+    }
+    if (op != MEMBERS_ADD && members_find(n, id) == NULL) {
         snprintf(msg, sizeof(msg), "No such member: %llx",
                  (unsigned long long)id);
         api_message_error(n, req, 404, msg);
-        return;
+        goto out;
     }
-    api_message_error(n, req, 500, refuse);
+    if ((op == MEMBERS_ADD && !ready_to_add(n)) ||
+        (op == MEMBERS_REMOVE && !ready_to_remove(n, id))) {
+        members_internal(n, req, op == MEMBERS_ADD ? "adding" : "removing",
+                         id, -EINVAL);
+        goto out;
+    }
+    if (op != MEMBERS_REMOVE && url_taken(n, &urls, id)) {
+        api_message_error(n, req, 409, "membership: peerURL exists");
+        goto out;
+    }
+    if (op == MEMBERS_ADD && members_find(n, id) != NULL) {
+        api_message_error(n, req, 409, "membership: ID exists");
+        goto out;
+    }
+    c = calloc(1, sizeof(*c));
+    if (c == NULL) {
+        members_internal(n, req, "changing", id, -ENOMEM);
+        goto out;
+    }
+    c->n = n;
+    c->req = req;
+    c->op = op;
+    c->id = id;
+    c->w.data = c;
+    n->api_active++;
+    if (op != MEMBERS_REMOVE && (c->attrs = attrs_json(&urls)) == NULL) {
+        rv = -ENOMEM;
+    } else if (op == MEMBERS_UPDATE) {
+        /* etcd's ConfChangeUpdateNode stores the new raftAttributes (one
+         * store index); a write of that key through the log does the
+         * same, and prevExist fails it if the member went away. */
+        snprintf(c->path, sizeof(c->path),
+                 "/_etcfs/members/%llx/raftAttributes",
+                 (unsigned long long)id);
+        c->sr.method = STORE_METHOD_PUT;
+        c->sr.path = c->path;
+        c->sr.val = c->attrs;
+        c->sr.val_len = strlen(c->attrs);
+        c->sr.prev_exist = 1;
+        rv = raftd_write(n, &c->w, &c->sr, members_done);
+    } else {
+        rv = members_propose(n, &c->w, op == MEMBERS_ADD, id, c->attrs,
+                             members_done);
+    }
+    if (rv != 0) {
+        members_internal(n, req, "changing", id, rv);
+        ctx_free(c);
+    }
+out:
+    urls_clear(&urls);
 }

@@ -67,45 +67,34 @@ static int member_json(struct raftd *n, struct store_buf *b,
     if (rv == 0)
         rv = store_buf_append(b, "\",\"name\":", 9);
     if (rv == 0)
-        rv = store_json_string(b, m->name, strlen(m->name));
+        rv = self ? store_json_string(b, cfg->name, strlen(cfg->name))
+                  : store_json_string(b, m->name, strlen(m->name));
     if (rv == 0)
         rv = store_buf_append(b, ",\"peerURLs\":[", 13);
-    for (size_t i = 0; rv == 0 && i < m->peer_urls.n; i++) {
-        if (i)
-            rv = store_buf_append(b, ",", 1);
-        if (rv == 0)
-            rv = store_json_string(b, m->peer_urls.v[i],
-                                   strlen(m->peer_urls.v[i]));
-    }
+    if (rv == 0)
+        rv = members_urls_json(b, &m->peer_urls);
     if (rv == 0)
         rv = store_buf_append(b, "],\"clientURLs\":[", 16);
     if (!self && rv == 0)
         member_client_urls_json(n, m->id, b);
-    for (size_t i = 0; self && rv == 0 && i < cfg->advertise_client_urls.n;
-         i++) {
-        const char *u = cfg->advertise_client_urls.v[i];
-        if (i)
-            rv = store_buf_append(b, ",", 1);
-        if (rv == 0)
-            rv = store_json_string(b, u, strlen(u));
-    }
+    if (self && rv == 0)
+        rv = members_urls_json(b, &cfg->advertise_client_urls);
     if (rv == 0)
         rv = store_buf_append(b, "]}", 2);
     return rv;
 }
 
-/* The members this member knows: the initial cluster; on a restart with
- * another command line, just itself. */
+/* The members of the configuration as the store has it (members.c); just
+ * this member if the table is still empty (a joining member before it
+ * hears from the cluster). */
 static void members_list(struct raftd *n, const struct raftd_member_cfg **ms,
                          size_t *count, struct raftd_member_cfg *self_buf)
 {
     const struct raftd_config *cfg = n->cfg;
-    for (size_t i = 0; i < cfg->n_members; i++) {
-        if (cfg->members[i].id == n->member_id) {
-            *ms = cfg->members;
-            *count = cfg->n_members;
-            return;
-        }
+    if (n->n_members > 0) {
+        *ms = n->members;
+        *count = n->n_members;
+        return;
     }
     self_buf->name = cfg->name;
     self_buf->peer_urls = cfg->initial_advertise_peer_urls;

@@ -94,6 +94,15 @@ static int main_mount(struct main_ctx *m, uv_loop_t *loop,
 }
 #endif
 
+/* The member stops on its own (removed from the cluster): a clean stop,
+ * exit 0, as etcd 3.4 exits then (measured: a removed etcd member logs
+ * "the member has been permanently removed from the cluster" and exits
+ * 0, so a supervisor restarting on failure leaves it down). */
+static void main_member_stop(void *arg, const char *why)
+{
+    main_stop(arg, why);
+}
+
 static void main_signal_cb(uv_signal_t *h, int signum)
 {
     main_stop(h->data, signum == SIGINT ? "received interrupt signal"
@@ -172,6 +181,7 @@ int main(int argc, char **argv, char **envp)
     m.sigint.data = m.sigterm.data = &m;
     uv_signal_start(&m.sigint, main_signal_cb, SIGINT);
     uv_signal_start(&m.sigterm, main_signal_cb, SIGTERM);
+    raftd_on_stop(m.node, main_member_stop, &m);
     rv = raftd_start(m.node);
     if (rv == 0 && cfg.mount != NULL && cfg.mount[0] != '\0') {
 #ifdef RAFTD_WITH_FS

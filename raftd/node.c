@@ -181,7 +181,6 @@ static const char *const method_names[] = {"PUT",  "POST", "DELETE", "QGET",
                                            "GET",  "SYNC", "RENAME"};
 
 static void node_publish(struct raftd *n);
-static void node_kick(struct raftd *n);
 static void node_transfer_check(struct raftd *n);
 static void node_close_now(struct raftd *n);
 
@@ -431,7 +430,7 @@ static void node_send_snapshot(struct raftd *n, const struct raft_message *m)
 }
 
 /* A snapshot file streamed by the leader: kept for the message after it. */
-static void node_recv_snapshot(void *data, uint64_t from, uint64_t term,
+void node_recv_snapshot(void *data, uint64_t from, uint64_t term,
                                uint64_t index, const uint8_t *file,
                                size_t len)
 {
@@ -477,7 +476,7 @@ static void node_send(struct raftd *n, const struct raft_message *msgs,
 }
 
 /* A message from a peer (peer.c). */
-static void node_recv(void *data, const struct raft_message *m)
+void node_recv(void *data, const struct raft_message *m)
 {
     struct raftd *n = data;
     if (n->closing)
@@ -697,47 +696,6 @@ static struct node_batch *node_barrier(struct raftd *n)
 
 static void node_maybe_snapshot(struct raftd *n);
 
-/* A committed conf change: etcd records the member's raft attributes in
- * its store (one store index), so do we. Peer URLs come from the context
- * (a later member add) or, for the bootstrap entries, the initial cluster. */
-static void node_apply_conf(struct raftd *n, const struct raft_entry *e)
-{
-    struct raft_conf_change cc;
-    const struct raftd_member_cfg *m = NULL;
-    struct store_event *ev = NULL;
-    struct store_error err;
-    struct store_buf b;
-    char path[96];
-
-    if (raft_conf_change_decode(e->data, e->len, &cc) != 0 ||
-        cc.op != RAFT_CONF_ADD_VOTER)
-        return;
-    for (size_t i = 0; i < n->cfg->n_members; i++)
-        if (n->cfg->members[i].id == cc.node)
-            m = &n->cfg->members[i];
-    store_buf_init(&b);
-    if (cc.context_len > 0) {
-        store_buf_append(&b, cc.context, cc.context_len);
-    } else {
-        store_buf_append(&b, "{\"peerURLs\":[", 13);
-        for (size_t i = 0; m && i < m->peer_urls.n; i++) {
-            if (i)
-                store_buf_append(&b, ",", 1);
-            store_json_string(&b, m->peer_urls.v[i],
-                              strlen(m->peer_urls.v[i]));
-        }
-        store_buf_append(&b, "]}", 2);
-    }
-    snprintf(path, sizeof(path), "/_etcfs/members/%llx/raftAttributes",
-             (unsigned long long)cc.node);
-    memset(&err, 0, sizeof(err));
-    if (store_set(n->store, path, false, b.data, b.len, 0, false, 0, &ev,
-                  &err) == 0)
-        store_event_unref(ev);
-    store_error_clear(&err);
-    store_buf_free(&b);
-}
-
 static void node_apply_one(struct raftd *n, const struct raft_entry *e)
 {
     Etcfs__Request *rq;
@@ -748,7 +706,7 @@ static void node_apply_one(struct raftd *n, const struct raft_entry *e)
     int method, rv;
 
     if (e->type == RAFT_ENTRY_CONF_CHANGE) {
-        node_apply_conf(n, e);
+        members_apply_conf(n, e);
         return;
     }
     if (e->len == 0)
@@ -791,6 +749,9 @@ static void node_apply_one(struct raftd *n, const struct raft_entry *e)
     sr.time = rq->has_time ? rq->time : 0;
     sr.new_path = rq->new_path;
     rv = store_apply(n->store, &sr, sr.time, &ev, &err);
+    /* A member's peer URLs (PUT /v2/members/<id>) or name changed. */
+    if (rv == 0 && strncmp(sr.path, "/_etcfs/members/", 16) == 0)
+        members_changed(n);
     if (!n->publish_applied && sr.time >= n->start_time_ns &&
         strncmp(sr.path, "/_etcfs/members/", 16) == 0 &&
         strncmp(sr.path + 16, n->member_id_hex,
@@ -949,7 +910,7 @@ static void node_kick_cb(uv_idle_t *h)
 }
 
 /* New input for the core: make sure ready_check runs this loop turn. */
-static void node_kick(struct raftd *n)
+void node_kick(struct raftd *n)
 {
     if (n->handles_open && !uv_is_active((uv_handle_t *)&n->kick))
         uv_idle_start(&n->kick, node_kick_cb);
@@ -1018,6 +979,8 @@ static void node_sync_cb(uv_timer_t *t)
 
     if (n->peers != NULL && !n->closing)
         node_peer_housekeeping(n);
+    if (!n->closing)
+        members_housekeeping(n);
     if (n->closing || n->wal_error || raft_role(n->raft) != RAFT_LEADER ||
         !store_has_ttl_keys(n->store))
         return;
@@ -1239,10 +1202,17 @@ static void raft_cfg_fill(struct raftd *n, struct raft_config *rc,
     rc->seed = n->member_id ^ (uint64_t)node_now_ns();
     /* Pre-vote (etcd 3.5's default; 3.4 has it behind --pre-vote): a
      * member cut off by a partition does not raise its term, so it does
-     * not depose a working leader when the partition heals. */
-    rc->pre_vote = cfg->n_members > 1;
-    rc->check_quorum = cfg->n_members > 1;
+     * not depose a working leader when the partition heals. Both also
+     * for a single voter (it counts itself): the cluster may grow. */
+    rc->pre_vote = true;
+    rc->check_quorum = true;
     *nv = 0;
+    if (n->joining) {
+        /* Learns the configuration from the leader's log. */
+        rc->voters = voters;
+        rc->n_voters = 0;
+        return;
+    }
     for (size_t i = 0; i < cfg->n_members && *nv < RAFT_MAX_VOTERS; i++)
         voters[(*nv)++] = cfg->members[i].id;
     if (*nv == 0 || n->member_id != cfg->member_id) {
@@ -1288,7 +1258,7 @@ static int node_restore(struct raftd *n, const struct wal_options *wo)
     struct raft_entry *ents = NULL;
     raft_id voters[RAFT_MAX_VOTERS];
     struct raft_hard_state hs;
-    size_t nv;
+    size_t nv, n_ents = 0, own_from = SIZE_MAX;
     int rv, threaded = 0;
 
     memset(&sm, 0, sizeof(sm));
@@ -1374,11 +1344,17 @@ static int node_restore(struct raftd *n, const struct wal_options *wo)
         if (hs.commit < sm.index)
             hs.commit = sm.index;
     }
+    n_ents = wl.res.n_entries;
+    if (n->cfg->force_new_cluster) {
+        rv = members_force_new_cluster(n, &sm, &hs, &ents, &n_ents,
+                                       &own_from);
+        if (rv != 0)
+            goto out;
+    }
     raft_cfg_fill(n, &rc, voters, &nv);
     if (sm.index == 0 && nv == 1)
         voters[0] = n->member_id;
-    rv = raft_new(&rc, &hs, sm.index ? &sm : NULL, ents, wl.res.n_entries,
-                  &n->raft);
+    rv = raft_new(&rc, &hs, sm.index ? &sm : NULL, ents, n_ents, &n->raft);
     if (rv != 0) {
         raftd_logf(&n->log, RAFTD_LOG_ERROR, "raftd",
                    "restoring raft state: %s", raft_strerror(rv));
@@ -1392,6 +1368,8 @@ static int node_restore(struct raftd *n, const struct wal_options *wo)
                (unsigned long long)n->cluster_id,
                (unsigned long long)hs.commit, wl.res.n_entries);
 out:
+    for (size_t i = own_from; i < n_ents; i++)
+        free(ents[i].data);
     free(ents);
     wal_read_result_free(&wl.res);
     return rv;
@@ -1407,6 +1385,13 @@ static int node_bootstrap(struct raftd *n, const struct wal_options *wo)
 
     n->member_id = n->cfg->member_id;
     n->cluster_id = n->cfg->cluster_id;
+    if (strcmp(n->cfg->initial_cluster_state, "existing") == 0) {
+        /* Joining: ids and members come from the cluster. */
+        n->member_id = 0;
+        rv = members_join(n);
+        if (rv != 0)
+            return rv;
+    }
     md.node_id = n->member_id;
     md.cluster_id = n->cluster_id;
     rv = wal_create(&n->wal, n->wal_dir, &md, wo);
@@ -1419,7 +1404,7 @@ static int node_bootstrap(struct raftd *n, const struct wal_options *wo)
     rv = raft_new(&rc, NULL, NULL, NULL, 0, &n->raft);
     if (rv != 0)
         return rv;
-    n->fresh = true;
+    n->fresh = !n->joining;
     raftd_logf(&n->log, RAFTD_LOG_INFO, "raftd",
                "starting member %016llx in cluster %016llx",
                (unsigned long long)n->member_id,
@@ -1433,6 +1418,7 @@ static void node_free(struct raftd *n)
         raft_free(n->raft);
     if (n->store)
         store_free(n->store);
+    members_free(n);
     store_buf_free(&n->scratch);
     store_buf_free(&n->recv_snap);
     stats_free(n);
@@ -1519,6 +1505,24 @@ err_free:
     return rv;
 }
 
+/* The ids come from the data dir, not the flags (as etcd, which ignores
+ * --initial-cluster once it has a WAL, so changed peer URLs are fine).
+ * Refused: a data dir whose member is known to the cluster under another
+ * name than --name, i.e. another member's data dir (etcd would run it
+ * under the other member's id). */
+static int node_check_name(struct raftd *n)
+{
+    const struct raftd_member_cfg *m = members_find(n, n->member_id);
+    if (m == NULL || m->name[0] == '\0' || strcmp(m->name, n->cfg->name) == 0)
+        return 0;
+    raftd_logf(&n->log, RAFTD_LOG_FATAL, "etcdmain",
+               "data dir %s belongs to member %s (%s) of cluster %s, not to "
+               "--name %s; start it with its own data dir or an empty one",
+               n->cfg->data_dir, m->name, n->member_id_hex,
+               n->cluster_id_hex, n->cfg->name);
+    return -EINVAL;
+}
+
 int raftd_start(struct raftd *n)
 {
     struct http_server_config hc;
@@ -1569,33 +1573,20 @@ int raftd_start(struct raftd *n)
         }
     }
 
-    /* Peers: only for a cluster of more than one member (a single member
-     * never binds its peer URL, as before). */
-    if (!n->single_voter || n->cfg->n_members > 1) {
-        struct peer_callbacks pc = {.data = n, .recv = node_recv,
-                                    .snapshot = node_recv_snapshot};
-        bool listed = false;
-        for (size_t i = 0; i < n->cfg->n_members; i++)
-            listed |= n->cfg->members[i].id == n->member_id;
-        if (listed && n->cfg->n_members > 1) {
-            rv = peer_transport_new(n->loop, &n->log, n->cluster_id,
-                                    n->member_id, n->cfg->members,
-                                    n->cfg->n_members, &pc, &n->peers);
-            if (rv != 0)
-                return rv;
-            n->handles_open++;
-            for (size_t i = 0; i < n->cfg->listen_peer_urls.n; i++) {
-                const char *url = n->cfg->listen_peer_urls.v[i];
-                rv = peer_transport_listen(n->peers, url);
-                if (rv != 0) {
-                    raftd_logf(&n->log, RAFTD_LOG_ERROR, "raftd",
-                               "listen tcp %s: %s", url,
-                               rv > -4096 ? uv_strerror(rv) : "error");
-                    return rv;
-                }
-            }
-        }
-    }
+    /* Peers: the transport starts once the configuration has another
+     * member (a single member never binds its peer URL). A member whose
+     * data dir records its removal stops itself, as etcd's does at its
+     * first contact with the cluster. */
+    rv = members_reload(n);
+    if (rv == 0)
+        rv = members_sync_transport(n);
+    if (rv != 0)
+        return rv;
+    if (members_is_removed(n, n->member_id))
+        members_stop_removed(n, "its data dir records the removal");
+    rv = node_check_name(n);
+    if (rv != 0)
+        return rv;
 
     memset(&hc, 0, sizeof(hc));
     hc.handler = api_handle;
@@ -1790,6 +1781,7 @@ static void node_close_now(struct raftd *n)
     }
     waiters_fail_all(n, -ECANCELED);
     reads_fail_all(n, -ECANCELED);
+    members_close(n);
     api_unpark(n);
     if (n->peers)
         peer_transport_close(n->peers, node_peers_closed, n);

@@ -2,11 +2,11 @@
 # metrics; plus the raftd program. Included from raftd/CMakeLists.txt.
 add_library(etcfs_raftd STATIC config.c log.c node.c api.c api_misc.c
                                api_members.c stats.c metrics.c
-                               peer.c peer_codec.c)
+                               peer.c peer_codec.c members.c)
 target_include_directories(etcfs_raftd PUBLIC ${CMAKE_CURRENT_SOURCE_DIR})
 target_link_libraries(etcfs_raftd PUBLIC etcfs_raft etcfs_http etcfs_store
                       etcfs_wal etcfs_snap PkgConfig::PROTOBUFC PkgConfig::UV
-                      m)
+                      PkgConfig::JANSSON m)
 etcfs_protobuf(etcfs_raftd request.proto)
 etcfs_protobuf(etcfs_raftd peer.proto)
 

@@ -52,6 +52,7 @@ void metrics_observe(struct metrics_hist *h, double seconds);
 int metrics_render(struct raftd *n, struct store_buf *b);
 
 struct raftd_read_req;
+struct node_conf_op;
 
 /* /v2/stats/leader: what the leader measured of one follower (stats.c).
  * Latencies in milliseconds, as etcd's FollowerStats. */
@@ -104,6 +105,19 @@ struct raftd {
      * published attributes have been applied (a forwarded publish can be
      * lost with a leader; it is retried). */
     struct peer_transport *peers;
+    /* The configuration as the store has it (members.c): members sorted
+     * by id (owned), ids removed for good, membership proposals waiting
+     * for their conf change to apply. */
+    struct raftd_member_cfg *members;
+    size_t n_members;
+    uint64_t *removed;
+    size_t n_removed;
+    struct node_conf_op *conf_ops;
+    bool joining;      /* started with an empty log to join a cluster */
+    bool removed_self; /* learned it was removed: stopping */
+    int64_t removed_ns;
+    void (*stop_cb)(void *arg, const char *why);
+    void *stop_arg;
     bool publish_applied;
     int64_t publish_ns;
     /* The last snapshot file a leader streamed to us, kept until the
@@ -184,6 +198,9 @@ struct raftd {
 #define PEER_KIND_HELLO 1
 #define PEER_KIND_MESSAGE 2
 #define PEER_KIND_SNAPSHOT 3 /* be64 term, be64 index, the .snap file */
+#define PEER_KIND_REMOVED 4  /* listener -> a removed member; empty */
+#define PEER_KIND_MEMBERS_REQ 5 /* a joining member's first frame; empty */
+#define PEER_KIND_MEMBERS 6  /* the answer: JSON, see members.c */
 #define PEER_QUEUE_MAX_BYTES (16u << 20) /* per peer, encoded, unsent */
 #define PEER_QUEUE_MAX_MSGS 8192u
 #define PEER_BACKOFF_MIN_MS 20u
@@ -204,6 +221,9 @@ struct peer_decoded {
     struct raft_entry *ents_;
 };
 
+/* Append one frame of the given kind and raw payload to out. */
+int peer_frame_encode(uint8_t kind, const void *payload, size_t len,
+                      struct store_buf *out);
 /* Append one frame to out. 0, -ENOMEM, -EMSGSIZE, -EINVAL. */
 int peer_hello_encode(const struct peer_hello *h, struct store_buf *out);
 int peer_msg_encode(const struct raft_message *m, struct store_buf *out);
@@ -236,13 +256,25 @@ struct peer_callbacks {
      * RAFT_MSG_SNAPSHOT message describing it follows. May be NULL. */
     void (*snapshot)(void *data, uint64_t from, uint64_t term,
                      uint64_t index, const uint8_t *file, size_t len);
+    /* Peer `from` refused us as a member removed from the cluster. */
+    void (*removed)(void *data, uint64_t from);
+    /* The answer to a joining member's MEMBERS_REQ, appended to out.
+     * May be NULL (the request is then refused). */
+    int (*members)(void *data, struct store_buf *out);
 };
-/* peers: the other members (id and peer URLs), borrowed until close. */
+/* members: the initial peers (id and peer URLs; self is skipped), copied. */
 int peer_transport_new(uv_loop_t *loop, const struct raftd_log *log,
                        uint64_t cluster_id, uint64_t self_id,
                        const struct raftd_member_cfg *members,
                        size_t n_members, const struct peer_callbacks *cb,
                        struct peer_transport **out);
+/* Talk to member id at url (copied): add it, or re-point it when the URL
+ * changed. A removed id is never added again. 0 or -ENOMEM. */
+int peer_transport_add(struct peer_transport *t, uint64_t id,
+                       const char *url);
+/* Member id was removed from the cluster: close its connections, and
+ * answer its later dials with a REMOVED frame. 0 or -ENOMEM. */
+int peer_transport_remove(struct peer_transport *t, uint64_t id);
 /* Listen on one peer URL ("http://127.0.0.1:2380"). 0 or negative errno. */
 int peer_transport_listen(struct peer_transport *t, const char *url);
 /* Queue m for its peer: 0, or -ENOTCONN (not connected / backing off),
@@ -265,6 +297,59 @@ void peer_transport_close(struct peer_transport *t, void (*cb)(void *),
                           void *arg);
 
 int64_t node_now_ns(void);
+/* New input for the core: drain it this loop turn. */
+void node_kick(struct raftd *n);
+/* The transport's callbacks (node.c). */
+void node_recv(void *data, const struct raft_message *m);
+void node_recv_snapshot(void *data, uint64_t from, uint64_t term,
+                        uint64_t index, const uint8_t *file, size_t len);
+
+/* ---- membership (members.c) ------------------------------------------- */
+
+/* A JSON list's inside ("a","b") / raftAttributes ({"peerURLs":[..]}). */
+int members_urls_json(struct store_buf *b, const struct raftd_urls *u);
+int members_attrs_json(struct store_buf *b, const struct raftd_urls *u);
+/* Rebuild the member table and removed ids from the store. */
+int members_reload(struct raftd *n);
+/* Start the transport once there is a peer; add, re-point and remove
+ * peers to match the table. */
+int members_sync_transport(struct raftd *n);
+/* After an applied write under /_etcfs/members: reload and sync. */
+void members_changed(struct raftd *n);
+const struct raftd_member_cfg *members_find(const struct raftd *n,
+                                            uint64_t id);
+const struct raftd_member_cfg *members_find_url(const struct raftd *n,
+                                                const char *url,
+                                                uint64_t skip);
+bool members_is_removed(const struct raftd *n, uint64_t id);
+/* Apply a committed conf-change entry to the store, table, transport. */
+void members_apply_conf(struct raftd *n, const struct raft_entry *e);
+/* Propose adding (attrs: the raftAttributes JSON, borrowed) or removing
+ * member id; cb(req, 0, NULL, NULL) once applied here, or with
+ * -ETIMEDOUT / -ECANCELED. Returns 0, -EAGAIN (no leader), -EINVAL (the
+ * core refused it), -EIO, -ENOMEM; then cb is never called. */
+int members_propose(struct raftd *n, struct raftd_write_req *req, bool add,
+                    uint64_t id, const char *attrs, raftd_write_cb cb);
+/* Every sync tick: re-propose, time out, stop a removed member. */
+void members_housekeeping(struct raftd *n);
+/* Log that this member was removed; it stops after 10 heartbeats. */
+void members_stop_removed(struct raftd *n, const char *how);
+/* Fail waiting proposals with -ECANCELED (close). */
+void members_close(struct raftd *n);
+void members_free(struct raftd *n);
+/* --force-new-cluster on restart: append to *ents conf changes removing
+ * every other voter (and adding this member if missing), commit the whole
+ * log in *hs and write them to the WAL before returning (etcd's
+ * restartAsStandaloneNode). *ents is reallocated; the data of the entries
+ * from *first_owned on is the caller's to free(). */
+int members_force_new_cluster(struct raftd *n,
+                              const struct raft_snapshot_meta *sm,
+                              struct raft_hard_state *hs,
+                              struct raft_entry **ents, size_t *n_ents,
+                              size_t *first_owned);
+/* --initial-cluster-state existing: learn cluster id, members and our id
+ * from a member's peer port (blocking). 0, or an error already logged. */
+int members_join(struct raftd *n);
 
 /* The X-Raft-Index / X-Raft-Term of a reply. */
 uint64_t node_raft_index(const struct raftd *n);

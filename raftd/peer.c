@@ -7,7 +7,11 @@
  * (bounded: a full queue drops and the caller reports the peer
  * unreachable) and written with one uv_write per peer per loop turn
  * (peer_transport_flush). A lost connection is redialled with exponential
- * backoff. Frame layout: raftd/peer.proto and docs/raftd.md.
+ * backoff. Peers come and go with the configuration (peer_transport_add,
+ * peer_transport_remove); a removed member is told so when it dials
+ * (a REMOVED frame) and its connections are closed. A joining member asks
+ * a listener for the member list (MEMBERS_REQ -> MEMBERS) before it has a
+ * hello to send. Frame layout: raftd/peer.proto and docs/raftd.md.
  *
  * Async contract: every callback runs on the loop thread; recv is called
  * from a read callback, never from inside peer_transport_send/flush. */
@@ -39,7 +43,7 @@ enum peer_state {
 struct peer_out {
     struct peer_transport *t;
     uint64_t id;
-    const char *url; /* borrowed from the member config */
+    char *url; /* owned: the first peer URL of the member */
     struct sockaddr_storage addr;
     bool has_addr;
     enum peer_state state;
@@ -53,6 +57,13 @@ struct peer_out {
     bool write_busy;
     unsigned backoff_ms;
     bool logged_down;
+    /* Removed from the configuration (or the transport is closing): no
+     * redial; freed once its open handles are closed. */
+    bool dead;
+    unsigned open_handles;
+    /* The first bytes the listener wrote back: a REMOVED frame. */
+    unsigned char rbuf[PEER_FRAME_HEADER];
+    size_t rlen;
 };
 
 struct peer_in {
@@ -62,8 +73,12 @@ struct peer_in {
     unsigned char *buf;
     size_t len, cap;
     bool hello_ok;
-    bool closing;
+    bool closing;        /* nothing more is read */
+    bool handle_closing; /* uv_close called */
     uint64_t from;
+    /* One answer frame (REMOVED or MEMBERS), closed once written. */
+    uv_write_t wreq;
+    struct store_buf answer;
 };
 
 struct peer_transport {
@@ -78,8 +93,10 @@ struct peer_transport {
     struct sockaddr_storage src;
     bool has_src;
     struct peer_callbacks cb;
-    struct peer_out *peers;
-    size_t n_peers;
+    struct peer_out **peers; /* the live ones */
+    size_t n_peers, cap_peers;
+    uint64_t *removed;       /* member ids removed from the cluster */
+    size_t n_removed;
     uv_tcp_t listeners[PEER_MAX_LISTENERS];
     size_t n_listeners;
     struct peer_in *inbound;
@@ -110,11 +127,8 @@ static void transport_free(struct peer_transport *t)
 {
     void (*cb)(void *) = t->close_cb;
     void *arg = t->close_arg;
-    for (size_t i = 0; i < t->n_peers; i++) {
-        store_buf_free(&t->peers[i].queue);
-        store_buf_free(&t->peers[i].writing);
-    }
     free(t->peers);
+    free(t->removed);
     free(t);
     if (cb)
         cb(arg);
@@ -130,6 +144,24 @@ static void transport_closed_one(struct peer_transport *t)
 static void generic_closed(uv_handle_t *h)
 {
     transport_closed_one(h->data);
+}
+
+/* One of p's handles is closed; a dead peer is freed with its last. */
+static void out_handle_done(struct peer_out *p)
+{
+    struct peer_transport *t = p->t;
+    if (--p->open_handles == 0 && p->dead) {
+        store_buf_free(&p->queue);
+        store_buf_free(&p->writing);
+        free(p->url);
+        free(p);
+    }
+    transport_closed_one(t);
+}
+
+static void out_timer_closed(uv_handle_t *h)
+{
+    out_handle_done(h->data);
 }
 
 static void transport_close_handle(struct peer_transport *t, uv_handle_t *h,
@@ -150,15 +182,16 @@ static void out_closed(uv_handle_t *h)
     p->state = PEER_IDLE;
     p->write_busy = false;
     p->writing.len = 0;
-    if (!t->closing)
+    p->rlen = 0;
+    if (!t->closing && !p->dead)
         out_schedule_retry(p);
-    transport_closed_one(t);
+    out_handle_done(p);
 }
 
 static void retry_cb(uv_timer_t *h)
 {
     struct peer_out *p = h->data;
-    if (!p->t->closing && p->state == PEER_IDLE)
+    if (!p->t->closing && !p->dead && p->state == PEER_IDLE)
         peer_dial(p);
 }
 
@@ -179,7 +212,7 @@ static void out_drop(struct peer_out *p, const char *why)
     p->state = PEER_DOWN;
     p->queue.len = 0;
     p->queued_msgs = 0;
-    transport_close_handle(t, (uv_handle_t *)&p->tcp, out_closed);
+    uv_close((uv_handle_t *)&p->tcp, out_closed);
 }
 
 static void out_schedule_retry(struct peer_out *p)
@@ -199,11 +232,28 @@ static void out_alloc(uv_handle_t *h, size_t size, uv_buf_t *buf)
     buf->len = sizeof(sink);
 }
 
-/* The listener never writes on our connection; reading only notices EOF. */
+/* The listener writes on our connection only to refuse us as a removed
+ * member (one REMOVED frame, then it closes); otherwise reading only
+ * notices EOF. */
 static void out_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
 {
     struct peer_out *p = s->data;
-    (void)buf;
+    struct peer_transport *t = p->t;
+    for (ssize_t i = 0; i < nread && p->rlen < sizeof(p->rbuf); i++)
+        p->rbuf[p->rlen++] = (unsigned char)buf->base[i];
+    if (p->rlen == sizeof(p->rbuf) && p->rbuf[0] == 0 && p->rbuf[1] == 0 &&
+        p->rbuf[2] == 0 && p->rbuf[3] == 1 &&
+        p->rbuf[4] == PEER_KIND_REMOVED) {
+        p->rlen = 0;
+        raftd_logf(&t->log, RAFTD_LOG_ERROR, "rafthttp",
+                   "peer %llx refused us: the member has been permanently "
+                   "removed from the cluster",
+                   (unsigned long long)p->id);
+        out_drop(p, "removed from the cluster");
+        if (t->cb.removed)
+            t->cb.removed(t->cb.data, p->id);
+        return;
+    }
     if (nread < 0)
         out_drop(p, nread == UV_EOF ? "closed by peer" : uv_strerror((int)nread));
 }
@@ -304,6 +354,8 @@ static void peer_dial(struct peer_out *p)
         out_schedule_retry(p);
         return;
     }
+    p->open_handles++;
+    t->pending_closes++; /* balanced by out_closed */
     p->tcp.data = p;
     uv_tcp_nodelay(&p->tcp, 1);
     if (t->has_src && t->src.ss_family == p->addr.ss_family) {
@@ -326,12 +378,21 @@ static void peer_dial(struct peer_out *p)
         peer_conn_timeouts(&p->tcp, false);
 }
 
-static struct peer_out *peer_find(struct peer_transport *t, uint64_t id)
+static struct peer_out *peer_find(const struct peer_transport *t,
+                                  uint64_t id)
 {
     for (size_t i = 0; i < t->n_peers; i++)
-        if (t->peers[i].id == id)
-            return &t->peers[i];
+        if (t->peers[i]->id == id)
+            return t->peers[i];
     return NULL;
+}
+
+static bool peer_removed(const struct peer_transport *t, uint64_t id)
+{
+    for (size_t i = 0; i < t->n_removed; i++)
+        if (t->removed[i] == id)
+            return true;
+    return false;
 }
 
 int peer_transport_send_snapshot(struct peer_transport *t, uint64_t to,
@@ -362,14 +423,12 @@ int peer_transport_send_snapshot(struct peer_transport *t, uint64_t to,
 
 int peer_transport_send(struct peer_transport *t, const struct raft_message *m)
 {
-    struct peer_out *p = NULL;
+    struct peer_out *p;
     size_t old;
     int rv;
     if (t->closing)
         return -ECANCELED;
-    for (size_t i = 0; i < t->n_peers; i++)
-        if (t->peers[i].id == m->to)
-            p = &t->peers[i];
+    p = peer_find(t, m->to);
     if (p == NULL)
         return -ENOENT;
     if (p->state != PEER_UP && p->state != PEER_CONNECTING)
@@ -392,15 +451,13 @@ void peer_transport_flush(struct peer_transport *t)
     if (t == NULL || t->closing)
         return;
     for (size_t i = 0; i < t->n_peers; i++)
-        out_write_one(&t->peers[i]);
+        out_write_one(t->peers[i]);
 }
 
 bool peer_transport_connected(const struct peer_transport *t, uint64_t id)
 {
-    for (size_t i = 0; t && i < t->n_peers; i++)
-        if (t->peers[i].id == id)
-            return t->peers[i].state == PEER_UP;
-    return false;
+    const struct peer_out *p = t ? peer_find(t, id) : NULL;
+    return p != NULL && p->state == PEER_UP;
 }
 
 /* ---- inbound -------------------------------------------------------- */
@@ -416,17 +473,36 @@ static void in_closed(uv_handle_t *h)
     if (in->next)
         in->next->prev = in->prev;
     free(in->buf);
+    store_buf_free(&in->answer);
     free(in);
     transport_closed_one(t);
 }
 
 static void in_close(struct peer_in *in)
 {
-    if (in->closing)
+    if (in->handle_closing)
         return;
     in->closing = true;
+    in->handle_closing = true;
     uv_read_stop((uv_stream_t *)&in->tcp);
     transport_close_handle(in->t, (uv_handle_t *)&in->tcp, in_closed);
+}
+
+static void in_answer_cb(uv_write_t *w, int status)
+{
+    (void)status;
+    in_close(w->data);
+}
+
+/* Write in->answer, then close the connection (nothing more is read). */
+static void in_answer(struct peer_in *in)
+{
+    uv_buf_t b = uv_buf_init(in->answer.data, (unsigned)in->answer.len);
+    in->closing = true;
+    uv_read_stop((uv_stream_t *)&in->tcp);
+    in->wreq.data = in;
+    if (uv_write(&in->wreq, (uv_stream_t *)&in->tcp, &b, 1, in_answer_cb) != 0)
+        in_close(in);
 }
 
 static void in_alloc(uv_handle_t *h, size_t size, uv_buf_t *buf)
@@ -458,15 +534,28 @@ static int in_frame(struct peer_in *in, uint8_t kind, const uint8_t *p,
     struct peer_transport *t = in->t;
     if (!in->hello_ok) {
         struct peer_hello h;
-        bool known = false;
+        bool known;
+        if (kind == PEER_KIND_MEMBERS_REQ && t->cb.members != NULL) {
+            /* A joining member asks for the cluster: answer, close. */
+            struct store_buf body;
+            int rv;
+            store_buf_init(&body);
+            rv = t->cb.members(t->cb.data, &body);
+            if (rv == 0)
+                rv = peer_frame_encode(PEER_KIND_MEMBERS, body.data, body.len,
+                                       &in->answer);
+            store_buf_free(&body);
+            if (rv != 0)
+                return -1;
+            in_answer(in);
+            return 0;
+        }
         if (kind != PEER_KIND_HELLO || peer_hello_decode(p, len, &h) != 0) {
             raftd_logf(&t->log, RAFTD_LOG_WARN, "rafthttp",
                        "rejected a peer connection: no valid hello");
             return -1;
         }
-        for (size_t i = 0; i < t->n_peers; i++)
-            if (t->peers[i].id == h.from)
-                known = true;
+        known = peer_find(t, h.from) != NULL;
         if (h.cluster_id != t->cluster_id) {
             raftd_logf(&t->log, RAFTD_LOG_ERROR, "rafthttp",
                        "request cluster ID mismatch (got %llx want %llx) "
@@ -475,6 +564,18 @@ static int in_frame(struct peer_in *in, uint8_t kind, const uint8_t *p,
                        (unsigned long long)t->cluster_id,
                        (unsigned long long)h.from);
             return -1;
+        }
+        if (peer_removed(t, h.from)) {
+            /* As etcd's rafthttp answers 410 Gone: the member learns it
+             * was removed and stops itself. */
+            raftd_logf(&t->log, RAFTD_LOG_WARN, "rafthttp",
+                       "rejected the stream from peer %llx since it was "
+                       "removed",
+                       (unsigned long long)h.from);
+            if (peer_frame_encode(PEER_KIND_REMOVED, NULL, 0, &in->answer) != 0)
+                return -1;
+            in_answer(in);
+            return 0;
         }
         if (h.to != t->self_id || !known) {
             raftd_logf(&t->log, RAFTD_LOG_ERROR, "rafthttp",
@@ -557,6 +658,7 @@ static void listen_cb(uv_stream_t *server, int status)
     if (in == NULL)
         return;
     in->t = t;
+    store_buf_init(&in->answer);
     if (uv_tcp_init(t->loop, &in->tcp) != 0) {
         free(in);
         return;
@@ -568,8 +670,7 @@ static void listen_cb(uv_stream_t *server, int status)
     t->inbound = in;
     if (uv_accept(server, (uv_stream_t *)&in->tcp) != 0 ||
         uv_read_start((uv_stream_t *)&in->tcp, in_alloc, in_read) != 0) {
-        in->closing = true;
-        transport_close_handle(t, (uv_handle_t *)&in->tcp, in_closed);
+        in_close(in);
         return;
     }
     peer_conn_timeouts(&in->tcp, true);
@@ -630,36 +731,122 @@ int peer_transport_new(uv_loop_t *loop, const struct raftd_log *log,
     t->cluster_id = cluster_id;
     t->self_id = self_id;
     t->cb = *cb;
-    t->peers = calloc(n_members ? n_members : 1, sizeof(*t->peers));
-    if (t->peers == NULL) {
-        free(t);
-        return -ENOMEM;
-    }
     for (size_t i = 0; i < n_members; i++)
         if (members[i].id == self_id)
             transport_set_src(t, &members[i]);
     for (size_t i = 0; i < n_members; i++) {
-        struct peer_out *p;
-        if (members[i].id == self_id)
-            continue;
-        p = &t->peers[t->n_peers++];
-        p->t = t;
-        p->id = members[i].id;
-        p->url = members[i].peer_urls.n ? members[i].peer_urls.v[0] : "";
-        store_buf_init(&p->queue);
-        store_buf_init(&p->writing);
-        p->has_addr = members[i].peer_urls.n > 0 &&
-                      url_addr(p->url, &p->addr) == 0;
-        if (!p->has_addr)
-            raftd_logf(log, RAFTD_LOG_ERROR, "rafthttp",
-                       "peer %llx: cannot dial %s (an IP address or "
-                       "localhost is needed)",
-                       (unsigned long long)p->id, p->url);
-        uv_timer_init(loop, &p->retry);
-        p->retry.data = p;
-        peer_dial(p);
+        const struct raftd_member_cfg *m = &members[i];
+        if (m->id != self_id && m->peer_urls.n > 0)
+            peer_transport_add(t, m->id, m->peer_urls.v[0]);
     }
     *out = t;
+    return 0;
+}
+
+/* Resolve p->url into p->addr; logged once if it cannot be dialled. */
+static void out_set_addr(struct peer_out *p)
+{
+    p->has_addr = url_addr(p->url, &p->addr) == 0;
+    if (!p->has_addr)
+        raftd_logf(&p->t->log, RAFTD_LOG_ERROR, "rafthttp",
+                   "peer %llx: cannot dial %s (an IP address or localhost "
+                   "is needed)",
+                   (unsigned long long)p->id, p->url);
+}
+
+int peer_transport_add(struct peer_transport *t, uint64_t id,
+                       const char *url)
+{
+    struct peer_out *p;
+    char *u;
+    if (t->closing || id == t->self_id || peer_removed(t, id))
+        return 0;
+    p = peer_find(t, id);
+    if (p != NULL) {
+        if (strcmp(p->url, url) == 0)
+            return 0;
+        /* Re-pointed (PUT /v2/members/<id>): redial at the new URL. */
+        u = strdup(url);
+        if (u == NULL)
+            return -ENOMEM;
+        raftd_logf(&t->log, RAFTD_LOG_INFO, "rafthttp",
+                   "updated peer %llx to %s", (unsigned long long)id, url);
+        free(p->url);
+        p->url = u;
+        out_set_addr(p);
+        out_drop(p, "peer URL changed");
+        if (p->state == PEER_IDLE && !uv_is_active((uv_handle_t *)&p->retry))
+            peer_dial(p);
+        return 0;
+    }
+    if (t->n_peers == t->cap_peers) {
+        size_t cap = t->cap_peers ? 2 * t->cap_peers : 8;
+        struct peer_out **np = realloc(t->peers, cap * sizeof(*np));
+        if (np == NULL)
+            return -ENOMEM;
+        t->peers = np;
+        t->cap_peers = cap;
+    }
+    p = calloc(1, sizeof(*p));
+    u = strdup(url);
+    if (p == NULL || u == NULL) {
+        free(p);
+        free(u);
+        return -ENOMEM;
+    }
+    p->t = t;
+    p->id = id;
+    p->url = u;
+    store_buf_init(&p->queue);
+    store_buf_init(&p->writing);
+    out_set_addr(p);
+    uv_timer_init(t->loop, &p->retry);
+    p->retry.data = p;
+    p->open_handles = 1;
+    t->pending_closes++; /* balanced by out_timer_closed */
+    t->peers[t->n_peers++] = p;
+    raftd_logf(&t->log, RAFTD_LOG_INFO, "rafthttp", "added peer %llx (%s)",
+               (unsigned long long)id, url);
+    peer_dial(p);
+    return 0;
+}
+
+/* Stop talking to p for good; it is freed once its handles are closed. */
+static void out_kill(struct peer_out *p)
+{
+    p->dead = true;
+    uv_timer_stop(&p->retry);
+    uv_close((uv_handle_t *)&p->retry, out_timer_closed);
+    if (p->state == PEER_CONNECTING || p->state == PEER_UP) {
+        p->state = PEER_DOWN;
+        uv_close((uv_handle_t *)&p->tcp, out_closed);
+    }
+}
+
+int peer_transport_remove(struct peer_transport *t, uint64_t id)
+{
+    if (t->closing || peer_removed(t, id))
+        return 0;
+    {
+        uint64_t *nr = realloc(t->removed, (t->n_removed + 1) * sizeof(*nr));
+        if (nr == NULL)
+            return -ENOMEM;
+        t->removed = nr;
+        t->removed[t->n_removed++] = id;
+    }
+    for (size_t i = 0; i < t->n_peers; i++) {
+        if (t->peers[i]->id != id)
+            continue;
+        out_kill(t->peers[i]);
+        t->peers[i] = t->peers[--t->n_peers];
+        raftd_logf(&t->log, RAFTD_LOG_INFO, "rafthttp",
+                   "removed peer %llx", (unsigned long long)id);
+        break;
+    }
+    /* Its inbound streams end now; a redial is answered REMOVED. */
+    for (struct peer_in *in = t->inbound; in; in = in->next)
+        if (in->hello_ok && in->from == id)
+            in_close(in);
     return 0;
 }
 
@@ -712,15 +899,9 @@ void peer_transport_close(struct peer_transport *t, void (*cb)(void *),
     for (size_t i = 0; i < t->n_listeners; i++)
         transport_close_handle(t, (uv_handle_t *)&t->listeners[i],
                                generic_closed);
-    for (size_t i = 0; i < t->n_peers; i++) {
-        struct peer_out *p = &t->peers[i];
-        p->retry.data = t;
-        transport_close_handle(t, (uv_handle_t *)&p->retry, generic_closed);
-        if (p->state == PEER_CONNECTING || p->state == PEER_UP) {
-            p->state = PEER_DOWN;
-            transport_close_handle(t, (uv_handle_t *)&p->tcp, out_closed);
-        }
-    }
+    for (size_t i = 0; i < t->n_peers; i++)
+        out_kill(t->peers[i]);
+    t->n_peers = 0;
     for (struct peer_in *in = t->inbound; in; in = in->next)
         in_close(in);
     transport_closed_one(t);

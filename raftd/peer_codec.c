@@ -24,6 +24,18 @@ static int frame_head(struct store_buf *out, uint8_t kind, size_t plen)
     return store_buf_append(out, h, sizeof(h));
 }
 
+int peer_frame_encode(uint8_t kind, const void *payload, size_t len,
+                      struct store_buf *out)
+{
+    size_t old = out->len;
+    int rv = frame_head(out, kind, len);
+    if (rv == 0 && len > 0)
+        rv = store_buf_append(out, payload, len);
+    if (rv != 0)
+        out->len = old;
+    return rv;
+}
+
 /* Makes room for n more bytes at the end of out, counts them as used and
  * returns where they start (the caller fills them); NULL on ENOMEM. */
 static unsigned char *buf_reserve(struct store_buf *out, size_t n)
@@ -208,8 +220,7 @@ int peer_frame_next(const void *buf, size_t len, uint8_t *kind,
     if (len - 4 < flen)
         return 0;
     *kind = p[4];
-    if (*kind != PEER_KIND_HELLO && *kind != PEER_KIND_MESSAGE &&
-        *kind != PEER_KIND_SNAPSHOT)
+    if (*kind < PEER_KIND_HELLO || *kind > PEER_KIND_MEMBERS)
         return -EBADMSG;
     *payload = p + 5;
     *plen = flen - 1;

@@ -152,6 +152,14 @@ int raftd_start(struct raftd *n);
  * on the loop once every handle is closed (n is then freed). */
 void raftd_close(struct raftd *n, void (*cb)(void *arg), void *arg);
 
+/* cb(arg, why) runs once (on the loop) when the member must stop on its
+ * own: it was removed from the cluster (it applied its removal, its data
+ * dir records it, or a peer refused it as removed). The owner then
+ * raftd_close()s it (etcd 3.4 then exits 0). Without a callback the
+ * member keeps running, idle. */
+void raftd_on_stop(struct raftd *n, void (*cb)(void *arg, const char *why),
+                   void *arg);
+
 /* The member's store, for local reads and watches from the loop (store.h).
  * Borrowed; never mutate it directly: writes go through raftd_write. */
 struct store *raftd_store(struct raftd *n);
