@@ -11,6 +11,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -30,6 +31,11 @@ class Member:
         self.data_dir = os.path.join(cluster.tmp, name)
         self.log_path = os.path.join(cluster.tmp, name + ".log")
         self.proc = None
+        # A member joining a running cluster (Cluster.new_member) starts
+        # with its own --initial-cluster and state "existing".
+        self.initial_cluster = None
+        self.state = "new"
+        self.extra_args = []
 
     @property
     def url(self):
@@ -47,11 +53,12 @@ class Member:
                 "--advertise-client-urls", self.url,
                 "--listen-peer-urls", self.peer_url,
                 "--initial-advertise-peer-urls", self.peer_url,
-                "--initial-cluster", c.initial_cluster(),
-                "--initial-cluster-state", "new",
+                "--initial-cluster", self.initial_cluster or c.initial_cluster(),
+                "--initial-cluster-state", self.state,
                 "--initial-cluster-token", c.token,
                 "--heartbeat-interval", str(c.heartbeat_ms),
-                "--election-timeout", str(c.election_ms)] + c.extra_args
+                "--election-timeout", str(c.election_ms)] + c.extra_args \
+            + self.extra_args
 
     def start(self):
         env = dict(os.environ)
@@ -84,6 +91,14 @@ class Member:
             self.proc.kill()
             self.proc.wait()
         return self.proc.returncode
+
+    def wait_exit(self, timeout):
+        """The exit code once the process ends within timeout."""
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            raise AssertionError("%s still running after %.0f s:\n%s"
+                                 % (self.name, timeout, self.stderr_text()[-3000:]))
 
     def client(self, timeout=5):
         return harness.Client(self.host, self.client_port, timeout)
@@ -137,7 +152,19 @@ class Cluster:
         self.members = [Member(self, i, "m%d" % i) for i in range(n)]
 
     def initial_cluster(self):
-        return ",".join("%s=%s" % (m.name, m.peer_url) for m in self.members)
+        return ",".join("%s=%s" % (m.name, m.peer_url) for m in self.members
+                        if m.state == "new")
+
+    def new_member(self, name, current):
+        """A member (not started) to join with --initial-cluster-state
+        existing: its --initial-cluster lists current (the members of the
+        cluster now) and itself. Added to self.members for teardown."""
+        m = Member(self, len(self.members), name)
+        m.state = "existing"
+        m.initial_cluster = ",".join("%s=%s" % (x.name, x.peer_url)
+                                     for x in list(current) + [m])
+        self.members.append(m)
+        return m
 
     def start(self, timeout=30):
         for m in self.members:
@@ -197,3 +224,40 @@ class Cluster:
 
 def poll(cond, timeout, what, interval=0.05):
     return harness.deadline_poll(cond, timeout, interval, what)
+
+
+def keys_on(m, d, timeout=2.0):
+    """{key: value} of the keys under directory d on member m (recursive),
+    or None if m did not answer 200."""
+    cl = m.client(timeout)
+    try:
+        r = cl.get(d, recursive="true")
+        if r.status != 200:
+            return None
+        return {n["key"]: n["value"] for n in r.json()["node"].get("nodes", [])}
+    except OSError:
+        return None
+    finally:
+        cl.close()
+
+
+def put_many(m, n_keys, n_threads=8, fmt="/snap/k%05d"):
+    """PUT fmt % i = "v<i>" for i < n_keys on member m from n_threads
+    threads; returns the failures [(i, status)]."""
+    failures = []
+
+    def writer(t):
+        cl = m.client(10)
+        try:
+            for i in range(t, n_keys, n_threads):
+                r = cl.put(fmt % i, value="v%d" % i)
+                if r.status not in (200, 201):
+                    failures.append((i, r.status))
+        finally:
+            cl.close()
+    threads = [threading.Thread(target=writer, args=(t,)) for t in range(n_threads)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return failures

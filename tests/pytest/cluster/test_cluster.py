@@ -58,17 +58,7 @@ def value_on(m, key, timeout=1.0):
         cl.close()
 
 
-def keys_on(m, d, timeout=2.0):
-    cl = m.client(timeout)
-    try:
-        r = cl.get(d, recursive="true")
-        if r.status != 200:
-            return None
-        return {n["key"]: n["value"] for n in r.json()["node"].get("nodes", [])}
-    except OSError:
-        return None
-    finally:
-        cl.close()
+keys_on = cu.keys_on
 
 
 def test_write_on_any_member_is_readable_on_all(cluster):
@@ -218,23 +208,8 @@ def test_lagging_follower_gets_a_snapshot(snap_cluster):
     leader = c.wait_leader()
     f = next(m for m in c.members if m is not leader)
     f.kill9()
-    n_keys, n_threads = 5600, 8
-    failures = []
-
-    def writer(t):
-        cl = leader.client(10)
-        try:
-            for i in range(t, n_keys, n_threads):
-                r = cl.put("/snap/k%05d" % i, value="v%d" % i)
-                if r.status not in (200, 201):
-                    failures.append((i, r.status))
-        finally:
-            cl.close()
-    threads = [threading.Thread(target=writer, args=(t,)) for t in range(n_threads)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    n_keys = 5600
+    failures = cu.put_many(leader, n_keys)
     assert not failures, failures[:5]
     cu.poll(lambda: "saved snapshot" in leader.stderr_text(), 20,
             "a snapshot on the leader")
