@@ -266,9 +266,13 @@ int members_sync_transport(struct raftd *n)
          * transport starts when a second member appears. */
         if (n->n_members < 2 && !n->joining)
             return 0;
+        /* Our own entry gives the transport its source address: the
+         * peer URL we advertise (the table may not list us yet). */
+        struct raftd_member_cfg self = {
+            .id = n->member_id,
+            .peer_urls = n->cfg->initial_advertise_peer_urls};
         rv = peer_transport_new(n->loop, &n->log, n->cluster_id,
-                                n->member_id, n->members, n->n_members, &pc,
-                                &n->peers);
+                                n->member_id, &self, 1, &pc, &n->peers);
         if (rv != 0)
             return rv;
         n->handles_open++;
