@@ -43,6 +43,50 @@ TEST(ids_match_etcd)
     ASSERT_EQ(raftd_cluster_id(&id, 1), 0xb837d098d32c703dULL);
 }
 
+/* etcd 3.4.23's v2 POST /v2/members gave member 607e356315f43465 to
+ * http://127.0.0.1:54804 at Unix time 1795247489: NewMember("", urls, "",
+ * &now) hashes the URLs, no token, then the decimal time. raftd's
+ * api_members.c passes that time as the token argument. */
+TEST(added_member_id_matches_etcd)
+{
+    const char *u1[] = {"http://127.0.0.1:54804"};
+    const char *u2[] = {"http://127.0.0.1:53805"};
+    ASSERT_EQ(raftd_member_id(u1, 1, "1795247489"), 0x607e356315f43465ULL);
+    ASSERT_EQ(raftd_member_id(u2, 1, "1795247459"), 0x6906e18372cd3852ULL);
+}
+
+TEST(membership_flags)
+{
+    struct raftd_config cfg;
+    char err[256];
+    int code;
+    char *join[] = {"raftd", "--name=m3",
+                    "--initial-advertise-peer-urls=http://127.0.0.1:4",
+                    "--initial-cluster=m0=http://127.0.0.1:1,"
+                    "m3=http://127.0.0.1:4",
+                    "--initial-cluster-state", "existing"};
+    char *force[] = {"raftd", "-force-new-cluster"};
+    char *plain[] = {"raftd"};
+    char *env[] = {"ETCD_FORCE_NEW_CLUSTER=true",
+                   "ETCD_INITIAL_CLUSTER_STATE=existing", NULL};
+
+    ASSERT_EQ(parse(&cfg, ARGC(join), join, NULL, err, &code), 0);
+    ASSERT_STR_EQ(cfg.initial_cluster_state, "existing");
+    ASSERT_EQ(cfg.n_members, 2);
+    ASSERT_EQ(cfg.force_new_cluster, 0);
+    raftd_config_free(&cfg);
+
+    ASSERT_EQ(parse(&cfg, ARGC(force), force, NULL, err, &code), 0);
+    ASSERT_EQ(cfg.force_new_cluster, 1);
+    ASSERT_STR_EQ(cfg.initial_cluster_state, "new");
+    raftd_config_free(&cfg);
+
+    ASSERT_EQ(parse(&cfg, ARGC(plain), plain, env, err, &code), 0);
+    ASSERT_EQ(cfg.force_new_cluster, 1);
+    ASSERT_STR_EQ(cfg.initial_cluster_state, "existing");
+    raftd_config_free(&cfg);
+}
+
 TEST(defaults)
 {
     struct raftd_config cfg;
@@ -219,6 +263,8 @@ TEST(log_levels)
 }
 
 TEST_MAIN(TEST_ENTRY(sha1_vectors), TEST_ENTRY(ids_match_etcd),
+          TEST_ENTRY(added_member_id_matches_etcd),
+          TEST_ENTRY(membership_flags),
           TEST_ENTRY(defaults), TEST_ENTRY(go_flag_syntax),
           TEST_ENTRY(env_and_precedence), TEST_ENTRY(cluster_ids_from_flags),
           TEST_ENTRY(errors_and_exit_codes), TEST_ENTRY(help_and_version),
