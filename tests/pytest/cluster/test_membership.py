@@ -287,6 +287,7 @@ def test_member_errors_match_etcd(cluster3):
     c = cluster3
     leader = c.wait_leader()
     m = leader
+    before = m.client().put("/before", value="0").json()["node"]["createdIndex"]
     # a peer URL a member has (all members connected): 409 as etcd
     r = call(m, "POST", "/v2/members", {"peerURLs": [c.members[1].peer_url]})
     assert (r.status, r.body) == (409, b'{"message":"membership: peerURL exists"}')
@@ -308,9 +309,11 @@ def test_member_errors_match_etcd(cluster3):
     assert (r.status, r.body) == (410, ('{"message":"Member permanently removed: %s"}' % nid).encode())
     r = call(m, "PUT", "/v2/members/" + nid, {"peerURLs": ["http://127.0.0.1:3"]})
     assert (r.status, r.body) == (500, b'{"message":"Internal Server Error"}')
-    # the store indexes follow etcd's: add 1, remove 2, then the key
+    # store indexes as etcd's: an add takes 1, a removal 2 (etcd 3.4.23:
+    # add, update, update, remove, then a key at +6)
     r = m.client().put("/foo", value="1")
     assert r.status == 201
+    assert r.json()["node"]["createdIndex"] == before + 1 + 2 + 1
 
 
 def test_join_with_unknown_peer_url_fails(cluster3):
@@ -351,3 +354,20 @@ def test_force_new_cluster_recovers_a_member(cluster3):
     survivor.start()
     c.wait_serving(survivor, 30)
     assert keys_on(survivor, "/keep")["/keep/new"] == "x"
+
+
+def test_data_dir_of_another_member_is_refused(cluster3):
+    c = cluster3
+    a, b = c.members[1], c.members[2]
+    cu.poll(lambda: all(x["name"] for x in a.get_json("/v2/members")[1]["members"]),
+            10, "every member published")
+    a.stop()
+    b.stop()
+    own = a.data_dir
+    a.data_dir = b.data_dir  # b's data dir under a's --name
+    a.start()
+    assert a.wait_exit(15) == 1
+    assert "belongs to member %s" % b.name in a.stderr_text()
+    a.data_dir = own
+    a.start()
+    c.wait_serving(a, 30)
