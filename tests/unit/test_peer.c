@@ -381,6 +381,153 @@ TEST(dials_from_own_peer_address)
     ASSERT_STR_EQ(from, "127.0.0.1");
 }
 
+/* ---- peers follow the configuration ------------------------------------
+ * Two transports in one loop: A removes B; B's stream is closed, its redial
+ * is answered REMOVED and B hears it. A joining member's MEMBERS_REQ gets
+ * the members callback's JSON as a MEMBERS frame. */
+struct pair {
+    uint64_t removed_by;
+    int answers;
+};
+
+static void pair_removed(void *data, uint64_t from)
+{
+    ((struct pair *)data)->removed_by = from;
+}
+
+static int pair_members(void *data, struct store_buf *out)
+{
+    ((struct pair *)data)->answers++;
+    return store_buf_append(out, "{\"clusterID\":\"c1\"}", 18);
+}
+
+static void run_until(uv_loop_t *loop, bool (*done)(void *), void *arg)
+{
+    uint64_t deadline = uv_now(loop) + 5000;
+    while (!done(arg) && uv_now(loop) < deadline)
+        uv_run(loop, UV_RUN_ONCE);
+}
+
+struct pair_state {
+    struct peer_transport *b;
+    struct pair *pb;
+    struct live *l;
+};
+
+static bool b_connected(void *arg)
+{
+    struct pair_state *ps = arg;
+    return peer_transport_connected(ps->b, 5);
+}
+
+static bool b_told(void *arg)
+{
+    return ((struct pair_state *)arg)->pb->removed_by != 0;
+}
+
+static bool live_done(void *arg)
+{
+    return ((struct pair_state *)arg)->l->eof;
+}
+
+static void answer_read(uv_stream_t *s, ssize_t n, const uv_buf_t *b)
+{
+    struct live *l = s->data;
+    if (n > 0)
+        store_buf_append(&l->out, b->base, (size_t)n);
+    if (n < 0) {
+        l->eof = true;
+        uv_read_stop(s);
+    }
+}
+
+static void answer_connected(uv_connect_t *c, int status)
+{
+    struct live *l = c->data;
+    static char req[] = {0, 0, 0, 1, PEER_KIND_MEMBERS_REQ};
+    uv_buf_t b = uv_buf_init(req, sizeof(req));
+    if (status < 0) {
+        l->eof = true;
+        return;
+    }
+    uv_write(&l->wreq, (uv_stream_t *)&l->client, &b, 1, live_written);
+    uv_read_start((uv_stream_t *)&l->client, live_alloc, answer_read);
+}
+
+TEST(removed_member_is_told_and_join_is_answered)
+{
+    uv_loop_t loop;
+    struct raftd_log log;
+    struct peer_callbacks cb;
+    struct peer_transport *a, *b;
+    struct pair pa = {0, 0}, pb = {0, 0};
+    struct pair_state ps = {NULL, &pb, NULL};
+    struct live l;
+    struct sockaddr_in sa;
+    char url_a[64], url_b[64];
+    const uint8_t *payload;
+    size_t plen;
+    uint8_t kind;
+    int gone_a = 0, gone_b = 0;
+
+    uv_loop_init(&loop);
+    raftd_log_init(&log, NULL, RAFTD_LOG_ERROR);
+    memset(&cb, 0, sizeof(cb));
+    cb.removed = pair_removed;
+    cb.members = pair_members;
+    cb.data = &pa;
+    ASSERT_EQ(peer_transport_new(&loop, &log, 0xc1, 5, NULL, 0, &cb, &a), 0);
+    cb.data = &pb;
+    ASSERT_EQ(peer_transport_new(&loop, &log, 0xc1, 7, NULL, 0, &cb, &b), 0);
+    ASSERT_EQ(peer_transport_listen(a, "http://127.0.0.1:0"), 0);
+    ASSERT_EQ(peer_transport_listen(b, "http://127.0.0.1:0"), 0);
+    snprintf(url_a, sizeof(url_a), "http://127.0.0.1:%d",
+             peer_transport_port(a));
+    snprintf(url_b, sizeof(url_b), "http://127.0.0.1:%d",
+             peer_transport_port(b));
+    ASSERT_EQ(peer_transport_add(a, 7, url_b), 0);
+    ASSERT_EQ(peer_transport_add(b, 5, url_a), 0);
+    ps.b = b;
+    run_until(&loop, b_connected, &ps);
+    ASSERT(peer_transport_connected(b, 5));
+    ASSERT(peer_transport_connected(a, 7));
+
+    ASSERT_EQ(peer_transport_remove(a, 7), 0);
+    ASSERT(!peer_transport_connected(a, 7));
+    run_until(&loop, b_told, &ps);
+    ASSERT_EQ(pb.removed_by, 5);
+    ASSERT_EQ(pa.removed_by, 0);
+    /* a removed id is never added back */
+    ASSERT_EQ(peer_transport_add(a, 7, url_b), 0);
+    ASSERT(!peer_transport_connected(a, 7));
+
+    memset(&l, 0, sizeof(l));
+    store_buf_init(&l.out);
+    ps.l = &l;
+    uv_ip4_addr("127.0.0.1", peer_transport_port(a), &sa);
+    uv_tcp_init(&loop, &l.client);
+    l.client.data = &l;
+    l.creq.data = &l;
+    uv_tcp_connect(&l.creq, &l.client, (struct sockaddr *)&sa,
+                   answer_connected);
+    run_until(&loop, live_done, &ps);
+    ASSERT(l.eof);
+    ASSERT_EQ(pa.answers, 1);
+    ASSERT(peer_frame_next(l.out.data, l.out.len, &kind, &payload, &plen) > 0);
+    ASSERT_EQ(kind, PEER_KIND_MEMBERS);
+    ASSERT_EQ(plen, 18);
+    ASSERT(memcmp(payload, "{\"clusterID\":\"c1\"}", 18) == 0);
+
+    uv_close((uv_handle_t *)&l.client, NULL);
+    peer_transport_close(a, transport_gone, &gone_a);
+    peer_transport_close(b, transport_gone, &gone_b);
+    uv_run(&loop, UV_RUN_DEFAULT);
+    ASSERT_EQ(uv_loop_close(&loop), 0);
+    ASSERT(gone_a && gone_b);
+    store_buf_free(&l.out);
+}
+
 TEST_MAIN(TEST_ENTRY(message_round_trip), TEST_ENTRY(snapshot_meta_and_hello),
           TEST_ENTRY(snapshot_file_frame), TEST_ENTRY(bad_input), TEST_ENTRY(listener_checks_cluster_id),
-          TEST_ENTRY(dials_from_own_peer_address))
+          TEST_ENTRY(dials_from_own_peer_address),
+          TEST_ENTRY(removed_member_is_told_and_join_is_answered))
