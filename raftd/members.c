@@ -672,35 +672,33 @@ out:
     return rv;
 }
 
-/* Parse a MEMBERS frame into the table, the removed ids and the cluster
- * id. -EBADMSG if it is not one. */
-static int join_parse(struct raftd *n, const struct store_buf *b)
+void members_answer_free(struct members_answer *a)
 {
-    const uint8_t *payload;
-    uint8_t kind;
-    size_t plen, i;
+    table_free(a->members, a->n_members);
+    free(a->removed);
+    memset(a, 0, sizeof(*a));
+}
+
+int members_answer_parse(const uint8_t *payload, size_t len,
+                         struct members_answer *a)
+{
+    size_t i;
     json_t *j, *ms, *m, *v;
     int rv = -EBADMSG;
 
-    if (peer_frame_next(b->data, b->len, &kind, &payload, &plen) <= 0 ||
-        kind != PEER_KIND_MEMBERS)
-        return -EBADMSG;
-    j = json_loadb((const char *)payload, plen, 0, NULL);
+    memset(a, 0, sizeof(*a));
+    j = json_loadb((const char *)payload, len, 0, NULL);
     ms = json_object_get(j, "members");
-    if (!json_is_string(json_object_get(j, "clusterID")) ||
-        !json_is_array(ms))
+    v = json_object_get(j, "clusterID");
+    if (!json_is_string(v) || !json_is_array(ms))
         goto out;
-    n->cluster_id = strtoull(json_string_value(json_object_get(j, "clusterID")),
-                             NULL, 16);
-    table_free(n->members, n->n_members);
-    n->n_members = 0;
-    n->members = calloc(json_array_size(ms) + 1, sizeof(*n->members));
-    if (n->members == NULL) {
-        rv = -ENOMEM;
+    a->cluster_id = strtoull(json_string_value(v), NULL, 16);
+    rv = -ENOMEM;
+    a->members = calloc(json_array_size(ms) + 1, sizeof(*a->members));
+    if (a->members == NULL)
         goto out;
-    }
     json_array_foreach(ms, i, m) {
-        struct raftd_member_cfg *mc = &n->members[n->n_members++];
+        struct raftd_member_cfg *mc = &a->members[a->n_members++];
         v = json_object_get(m, "id");
         mc->id = json_is_string(v) ? strtoull(json_string_value(v), NULL, 16)
                                    : 0;
@@ -708,32 +706,50 @@ static int join_parse(struct raftd *n, const struct store_buf *b)
         mc->name = strdup(json_is_string(v) ? json_string_value(v) : "");
         if (mc->name == NULL ||
             urls_from_json(json_object_get(m, "peerURLs"), &mc->peer_urls))
-        {
-            rv = -ENOMEM;
             goto out;
-        }
-        /* Compared with --initial-cluster's sorted lists below. */
+        /* Compared with --initial-cluster's sorted lists. */
         qsort(mc->peer_urls.v, mc->peer_urls.n, sizeof(char *), cmp_str);
     }
-    free(n->removed);
-    n->n_removed = 0;
-    n->removed = NULL;
     ms = json_object_get(j, "removed");
-    if (json_is_array(ms) && json_array_size(ms) > 0) {
-        n->removed = calloc(json_array_size(ms), sizeof(uint64_t));
-        if (n->removed == NULL) {
-            rv = -ENOMEM;
-            goto out;
-        }
-        json_array_foreach(ms, i, v)
-            if (json_is_string(v))
-                n->removed[n->n_removed++] =
-                    strtoull(json_string_value(v), NULL, 16);
-    }
+    a->removed = calloc(json_array_size(ms) + 1, sizeof(uint64_t));
+    if (a->removed == NULL)
+        goto out;
+    json_array_foreach(ms, i, v)
+        if (json_is_string(v))
+            a->removed[a->n_removed++] = strtoull(json_string_value(v), NULL,
+                                                  16);
     rv = 0;
 out:
     json_decref(j);
+    if (rv != 0)
+        members_answer_free(a);
     return rv;
+}
+
+/* A MEMBERS frame into the table, the removed ids and the cluster id.
+ * -EBADMSG if it is not one. */
+static int join_parse(struct raftd *n, const struct store_buf *b)
+{
+    struct members_answer a;
+    const uint8_t *payload;
+    uint8_t kind;
+    size_t plen;
+    int rv;
+
+    if (peer_frame_next(b->data, b->len, &kind, &payload, &plen) <= 0 ||
+        kind != PEER_KIND_MEMBERS)
+        return -EBADMSG;
+    rv = members_answer_parse(payload, plen, &a);
+    if (rv != 0)
+        return rv;
+    table_free(n->members, n->n_members);
+    free(n->removed);
+    n->cluster_id = a.cluster_id;
+    n->members = a.members;
+    n->n_members = a.n_members;
+    n->removed = a.removed;
+    n->n_removed = a.n_removed;
+    return 0;
 }
 
 static bool urls_same(const struct raftd_urls *a, const struct raftd_urls *b)

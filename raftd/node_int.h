@@ -347,6 +347,18 @@ int members_force_new_cluster(struct raftd *n,
                               struct raft_hard_state *hs,
                               struct raft_entry **ents, size_t *n_ents,
                               size_t *first_owned);
+/* A MEMBERS answer's JSON (untrusted): 0, -EBADMSG, -ENOMEM; free with
+ * members_answer_free (also safe after a failure). */
+struct members_answer {
+    uint64_t cluster_id;
+    struct raftd_member_cfg *members; /* owned; peer URLs sorted */
+    size_t n_members;
+    uint64_t *removed;
+    size_t n_removed;
+};
+int members_answer_parse(const uint8_t *payload, size_t len,
+                         struct members_answer *a);
+void members_answer_free(struct members_answer *a);
 /* --initial-cluster-state existing: learn cluster id, members and our id
  * from a member's peer port (blocking). 0, or an error already logged. */
 int members_join(struct raftd *n);

@@ -1,6 +1,7 @@
 /* libFuzzer target for the peer transport's decoder (raftd/peer_codec.c):
  * the input is a byte stream as read from a peer connection, cut into
- * frames; each frame's payload is decoded as a hello or a message. Any
+ * frames; each frame's payload is decoded as a hello, a snapshot header,
+ * a joining member's MEMBERS answer (JSON) or a message. Any
  * input must be consumed or refused cleanly, without leaks. */
 #include <stdint.h>
 #include <stdlib.h>
@@ -29,6 +30,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             size_t flen;
             (void)peer_snap_decode(payload, plen, &term, &index, &file,
                                    &flen);
+        } else if (kind == PEER_KIND_MEMBERS) {
+            struct members_answer a;
+            if (members_answer_parse(payload, plen, &a) == 0)
+                members_answer_free(&a);
         } else {
             struct peer_decoded d;
             if (peer_msg_decode(payload, plen, &d) == 0) {
