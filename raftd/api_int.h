@@ -20,6 +20,11 @@ void api_misc(struct raftd *n, struct http_request *req, const char *path);
 void api_metrics_count(struct raftd *n, const char *method);
 /* 1 if body is one valid JSON value by Go's rules (api_members.c). */
 int api_json_valid(const char *body, size_t len);
+/* The body of a POST/PUT on /v2/members, {"peerURLs": [...]}, decoded as
+ * etcd's json.Unmarshal + types.NewURLs: 0 and *urls (sorted; the caller
+ * frees each string and the array), or -1 with Go's error text in msg. */
+int api_members_decode(const char *body, size_t len, char *msg,
+                       size_t msglen, struct raftd_urls *urls);
 /* POST/PUT/DELETE on /v2/members[/sub] (api_members.c). */
 void api_members_change(struct raftd *n, struct http_request *req,
                         const char *sub);

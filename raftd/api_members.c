@@ -341,8 +341,8 @@ static int cmp_url(const void *a, const void *b)
     return strcmp(*(const char *const *)a, *(const char *const *)b);
 }
 
-static int members_decode(const char *body, size_t len, char *msg,
-                          size_t msglen, struct raftd_urls *urls)
+int api_members_decode(const char *body, size_t len, char *msg,
+                       size_t msglen, struct raftd_urls *urls)
 {
     size_t n_urls_storage = 0, *n_urls = &n_urls_storage;
     struct gj g = {(const unsigned char *)body,
@@ -476,8 +476,8 @@ static int members_unmarshal(struct raftd *n, struct http_request *req,
         api_message_error(n, req, 415, msg);
         return -1;
     }
-    if (members_decode(req->body, req->body_len, msg, sizeof(msg),
-                       urls) != 0) {
+    if (api_members_decode(req->body, req->body_len, msg, sizeof(msg),
+                           urls) != 0) {
         urls_clear(urls);
         api_message_error(n, req, 400, msg);
         return -1;
