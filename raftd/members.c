@@ -771,6 +771,32 @@ static void urls_text(const struct raftd_urls *u, char *out, size_t len)
                                 u->v[i]);
 }
 
+/* The cluster as etcd prints it (%+v of its RaftCluster), without the
+ * client URLs, which the MEMBERS answer does not carry. */
+static void cluster_text(const struct raftd *n, char *out, size_t len)
+{
+    char urls[512];
+    size_t off;
+    off = (size_t)snprintf(out, len, "{ClusterID:%llx Members:[",
+                           (unsigned long long)n->cluster_id);
+    for (size_t i = 0; i < n->n_members && off < len; i++) {
+        const struct raftd_member_cfg *m = &n->members[i];
+        urls_text(&m->peer_urls, urls, sizeof(urls));
+        off += (size_t)snprintf(out + off, len - off,
+                                "%s&{ID:%llx RaftAttributes:{PeerURLs:[%s] "
+                                "IsLearner:false} Attributes:{Name:%s}}",
+                                i ? " " : "", (unsigned long long)m->id,
+                                urls, m->name);
+    }
+    for (size_t i = 0; i < n->n_removed && off < len; i++)
+        off += (size_t)snprintf(out + off, len - off, "%s%llx",
+                                i ? " " : "] RemovedMemberIDs:[",
+                                (unsigned long long)n->removed[i]);
+    if (off < len)
+        snprintf(out + off, len - off, "%s]}",
+                 n->n_removed ? "" : "] RemovedMemberIDs:[");
+}
+
 /* etcd's GetClusterFromRemotePeers + ValidateClusterAndAssignIDs: ask the
  * other members of --initial-cluster for the cluster, then match every
  * member it has with one of --initial-cluster by peer URLs; ours gives us
@@ -780,7 +806,7 @@ int members_join(struct raftd *n)
     const struct raftd_config *cfg = n->cfg;
     struct store_buf b;
     int rv = -ENOENT;
-    char want[512], have[512];
+    char want[512], have[512], cl[2048];
 
     store_buf_init(&b);
     for (size_t i = 0; rv != 0 && i < cfg->n_members; i++) {
@@ -805,13 +831,11 @@ int members_join(struct raftd *n)
                    "retrieve cluster information from the given URLs");
         return -ENOENT;
     }
+    cluster_text(n, cl, sizeof(cl));
     if (n->n_members != cfg->n_members) {
         raftd_logf(&n->log, RAFTD_LOG_FATAL, "etcdmain",
-                   "error validating peerURLs (cluster %llx has %zu "
-                   "members, --initial-cluster %zu): member count is "
-                   "unequal",
-                   (unsigned long long)n->cluster_id, n->n_members,
-                   cfg->n_members);
+                   "error validating peerURLs %s: member count is unequal",
+                   cl);
         return -EINVAL;
     }
     for (size_t i = 0; i < n->n_members; i++) {
@@ -821,14 +845,15 @@ int members_join(struct raftd *n)
             if (urls_same(&em->peer_urls, &cfg->members[k].peer_urls))
                 lm = &cfg->members[k];
         if (lm == NULL) {
+            /* etcd's text; its resolver compared the last local member */
             urls_text(&em->peer_urls, have, sizeof(have));
-            urls_text(&cfg->initial_advertise_peer_urls, want, sizeof(want));
+            urls_text(&cfg->members[cfg->n_members - 1].peer_urls, want,
+                      sizeof(want));
             raftd_logf(&n->log, RAFTD_LOG_FATAL, "etcdmain",
-                       "error validating peerURLs (cluster %llx): PeerURLs: "
-                       "no match found for existing member (%llx, [%s]); "
-                       "this member advertises [%s]",
-                       (unsigned long long)n->cluster_id,
-                       (unsigned long long)em->id, have, want);
+                       "error validating peerURLs %s: PeerURLs: no match "
+                       "found for existing member (%llx, [%s]), last "
+                       "resolver error (resolved urls: \"%s\" != \"%s\")",
+                       cl, (unsigned long long)em->id, have, have, want);
             return -EINVAL;
         }
         if (strcmp(lm->name, cfg->name) == 0)
