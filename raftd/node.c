@@ -837,9 +837,14 @@ static void node_process(struct raftd *n)
         if (raft_ready(n->raft, &rd) != 0)
             break;
         node_track_leader(n, &rd);
-        /* Messages: no peer transport yet (single member); the core sends
-         * none to a cluster of one. */
+        /* Messages that need nothing durable go out first, before the WAL
+         * writer is woken: a leader's appends then reach the followers
+         * while its own fsync runs (Raft thesis 10.2.1), and the
+         * followers' round trip, not the leader's fsync, is the longer
+         * path of a write. The core sends none to a cluster of one. */
         node_send(n, rd.messages, rd.n_messages);
+        if (rd.n_messages > 0)
+            peer_transport_flush(n->peers);
         rv = node_persist(n, &rd, &batch);
         if (rv != 0 && !n->wal_error) {
             raftd_logf(&n->log, RAFTD_LOG_ERROR, "raftd",
