@@ -4,7 +4,14 @@
 #   load URL N             PUT /v2/keys/load/k<i> (100-byte values), i < N
 #   serving URL KEY T0 TO  seconds from epoch time T0 until GET KEY is 200
 #   table TSV              markdown table of etcd vs raftd from the tsv
+#   leader URL...          the index (0-based) of the URL that is leader
+#   failover PID URL...    SIGKILL PID, then PUT on every URL at once until
+#                          one write is acknowledged: prints the seconds
+#   cluster-table TSV      the table of bench_cluster.sh
+import http.client
+import os
 import selectors
+import signal
 import socket
 import sys
 import time
@@ -135,6 +142,90 @@ def table(tsv):
                                                  ratio, goal, ok))
 
 
+def leader(urls, timeout=60):
+    end = time.time() + timeout
+    while time.time() < end:
+        for i, url in enumerate(urls):
+            u = urllib.parse.urlparse(url)
+            try:
+                c = http.client.HTTPConnection(u.hostname, u.port, timeout=1)
+                c.request("GET", "/v2/stats/leader")
+                if c.getresponse().status == 200:
+                    print(i)
+                    return
+            except OSError:
+                pass
+        time.sleep(0.02)
+    sys.exit("no leader after %ss" % timeout)
+
+
+def failover(pid, urls, timeout=30):
+    """Kill the leader, then keep one PUT in flight on every survivor (a
+    thread each): the time to the first acknowledged write."""
+    import threading
+    done = threading.Event()
+    first = []
+
+    def writer(url):
+        u = urllib.parse.urlparse(url)
+        i = 0
+        while not done.is_set() and time.monotonic() < t0 + timeout:
+            i += 1
+            try:
+                c = http.client.HTTPConnection(u.hostname, u.port, timeout=2)
+                c.request("PUT", "/v2/keys/failover/%d" % i, body="value=x",
+                          headers={"Content-Type": "application/x-www-form-urlencoded"})
+                if c.getresponse().status in (200, 201):
+                    first.append(time.monotonic())
+                    done.set()
+                c.close()
+            except OSError:
+                time.sleep(0.005)
+
+    t0 = time.monotonic()
+    os.kill(pid, signal.SIGKILL)
+    threads = [threading.Thread(target=writer, args=(u,)) for u in urls]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    if not first:
+        sys.exit("no write acknowledged %ss after the kill" % timeout)
+    print("%.3f" % (min(first) - t0))
+
+
+CLUSTER_GOALS = {"put_seq": (3.0, "higher"), "put_64": (3.0, "higher"),
+                 "get_64": (2.5, "higher"), "qget_64": (2.5, "higher"),
+                 "failover_s": (None, "lower")}
+CLUSTER_LABELS = {"put_seq": "sequential PUT, 1 connection to the leader (req/s)",
+                  "put_64": "PUT, 64 connections to the leader (req/s)",
+                  "get_64": "GET, 64 connections to the leader (req/s)",
+                  "qget_64": "GET ?quorum=true, 64 connections to the leader (req/s)",
+                  "failover_s": "leader SIGKILL to first acknowledged write (s)"}
+
+
+def cluster_table(tsv):
+    res = {}
+    for ln in open(tsv):
+        kind, metric, val = ln.split()
+        res[(kind, metric)] = float(val)
+    print("| metric | etcd 3.4 | raftd | raftd advantage | goal |")
+    print("|---|---:|---:|---:|---|")
+    for m, label in CLUSTER_LABELS.items():
+        e, r = res.get(("etcd", m)), res.get(("raftd", m))
+        goal, better = CLUSTER_GOALS[m]
+        fmt = (lambda v: "%.2f" % v) if m == "failover_s" else (lambda v: "%.0f" % v)
+        ratio = ""
+        goal_s = "%sx" % goal if goal else "-"
+        if e and r:
+            x = r / e if better == "higher" else e / r
+            ratio = "%.2fx" % x
+            if goal:
+                goal_s += " (met)" if x >= goal else " (missed)"
+        print("| %s | %s | %s | %s | %s |" % (label, fmt(e) if e else "-",
+                                              fmt(r) if r else "-", ratio, goal_s))
+
+
 if __name__ == "__main__":
     cmd = sys.argv[1]
     if cmd == "load":
@@ -143,5 +234,11 @@ if __name__ == "__main__":
         serving(sys.argv[2], sys.argv[3], float(sys.argv[4]), float(sys.argv[5]))
     elif cmd == "table":
         table(sys.argv[2])
+    elif cmd == "leader":
+        leader(sys.argv[2:])
+    elif cmd == "failover":
+        failover(int(sys.argv[2]), sys.argv[3:])
+    elif cmd == "cluster-table":
+        cluster_table(sys.argv[2])
     else:
         sys.exit("unknown command " + cmd)
