@@ -181,6 +181,12 @@ int members_reload(struct raftd *n)
         char path[96];
         json_t *ra, *at;
         const char *name = NULL;
+        /* A removed member's late publish recreates its attributes: it
+         * stays removed (etcd skips such an update). */
+        if (members_is_removed(n, ids[i])) {
+            ids[i--] = ids[--count];
+            continue;
+        }
         ms[i].id = ids[i];
         snprintf(path, sizeof(path), MEMBERS_DIR "/%llx/raftAttributes",
                  (unsigned long long)ids[i]);
