@@ -62,8 +62,7 @@ TEST(membership_flags)
     int code;
     char *join[] = {"raftd", "--name=m3",
                     "--initial-advertise-peer-urls=http://127.0.0.1:4",
-                    "--initial-cluster=m0=http://127.0.0.1:1,"
-                    "m3=http://127.0.0.1:4",
+                    "--initial-cluster=m0=http://127.0.0.1:1,m3=http://127.0.0.1:4",
                     "--initial-cluster-state", "existing"};
     char *force[] = {"raftd", "-force-new-cluster"};
     char *plain[] = {"raftd"};
