@@ -581,6 +581,9 @@ static int node_install_snapshot(struct raftd *n,
     }
     raft_applied(n->raft, sm->index);
     n->snap_index = sm->index;
+    /* The snapshot may carry membership changes this member never saw
+     * as entries (members added, re-pointed or removed meanwhile). */
+    members_changed(n);
     store_buf_free(&n->recv_snap); /* may be large: do not keep it */
     store_buf_init(&n->recv_snap);
     n->recv_snap_index = n->recv_snap_term = 0;

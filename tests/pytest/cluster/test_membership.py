@@ -371,3 +371,36 @@ def test_data_dir_of_another_member_is_refused(cluster3):
     a.data_dir = own
     a.start()
     c.wait_serving(a, 30)
+
+
+def test_snapshot_carries_membership_changes(request):
+    """A follower down while a member's peer URL changed, and past the
+    compaction of that change, learns the new URL (from the snapshot, or
+    from the publishes applied after it): once the old leader is gone, it
+    and the moved member must reach each other to make a quorum."""
+    c = make_cluster(request, 3, extra_args=["--snapshot-count", "500"])
+    a = c.wait_leader()
+    b, f = [m for m in c.members if m is not a]
+    f.kill9()
+    bid = member_id_of(a, b.name)
+    b.peer_port = harness.free_port()
+    r = call(a, "PUT", "/v2/members/" + bid, {"peerURLs": [b.peer_url]})
+    assert (r.status, r.body) == (204, b"")  # committed by a and b
+    b.stop()
+    b.start()  # now on the new port
+    c.wait_serving(b, 30)
+    failures = cu.put_many(a, 5600)
+    assert not failures, failures[:5]
+    f.start()
+    c.wait_serving(f, 30)
+    cu.poll(lambda: len(keys_on(f, "/snap") or {}) == 5600, 30,
+            "f caught up", interval=0.2)
+    assert "installed the leader's snapshot" in f.stderr_text()
+    a.kill9()
+    new = c.wait_leader(15, [b, f])
+    assert new.client().put("/after", value="x").status in (200, 201)
+
+
+def member_id_of(via, name):
+    st, js = via.get_json("/v2/members")
+    return [x["id"] for x in js["members"] if x["name"] == name][0]
