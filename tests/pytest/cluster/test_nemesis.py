@@ -1,8 +1,9 @@
 # A randomised Jepsen-style run against raftd (issue 5): concurrent clients
 # do quorum reads, writes and compare-and-swaps on a few keys while a
 # nemesis kills (SIGKILL + restart), restarts gracefully (SIGTERM +
-# restart), pauses (SIGSTOP/SIGCONT) and partitions (iptables in the test's
-# network namespace, partition_util.py) members at random. The history
+# restart), pauses (SIGSTOP/SIGCONT; any member or the leader) and
+# partitions (iptables in the test's network namespace, partition_util.py;
+# a random minority or the leader; or a cut plus a kill) members at random. The history
 # (invoke/complete with status ok, fail or info as Jepsen records it) is
 # checked with lincheck.py, key by key: zero violations. Then, with every
 # member up and healed: every member converges to the same values, and no
@@ -144,7 +145,8 @@ class Client(threading.Thread):
 
 
 class Nemesis(threading.Thread):
-    """One fault at a time: inject, hold 0.3-2.5 s, repair, 0.2-1 s quiet."""
+    """One fault at a time (or a cut plus a kill): inject, hold 0.3-2.5 s,
+    repair, 0.2-1 s quiet."""
 
     def __init__(self, cluster, seed, stop, log):
         super().__init__(name="nemesis")
@@ -164,8 +166,28 @@ class Nemesis(threading.Thread):
 
     def fault(self):
         c, rng = self.c, self.rng
-        kind = rng.choice(["kill", "restart", "pause", "partition", "partition-leader"])
-        if kind == "kill":
+        kind = rng.choice(["kill", "restart", "pause", "pause-leader", "partition",
+                           "partition-leader", "partition+kill"])
+        if kind == "partition+kill":
+            # two faults at once: one member cut off, another killed (no
+            # quorum at all with 3 members)
+            cut, dead = rng.sample(c.members, 2)
+            self.note("%s %s/%s" % (kind, cut.name, dead.name))
+            c.netns.isolate([cut], c.members)
+            dead.kill9()
+            self.hold(0.5, 2.0)
+            dead.start()
+            self.hold(0.0, 1.0)
+            c.netns.heal()
+        elif kind == "pause-leader":
+            # a paused leader wakes up still believing it leads: it must
+            # not answer a quorum read or acknowledge a write from that
+            m = c.leader() or rng.choice(c.members)
+            self.note("%s %s" % (kind, m.name))
+            m.proc.send_signal(signal.SIGSTOP)
+            self.hold(0.6, 2.5)
+            m.proc.send_signal(signal.SIGCONT)
+        elif kind == "kill":
             m = rng.choice(c.members)
             self.note("kill %s" % m.name)
             m.kill9()
