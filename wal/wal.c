@@ -126,6 +126,8 @@ struct wal {
     struct wal_append_req *d_head, *d_tail; /* done, callbacks pending */
     int stopping;
     int q_count; /* requests in q_head; atomic, for the writer's spin */
+    int writer_busy; /* a batch is being written (writer or inline) */
+    int inline_done; /* loop thread: wrote one inline since deliver_done */
     uint64_t spin_ns;
     int sticky;     /* first write/fsync error; atomic access */
     int sub_has_hs; /* last hard state submitted (for MustSync) */
@@ -1429,6 +1431,15 @@ static uint64_t mono_ns(void)
     return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
 }
 
+/* Makes the loop's notify handle run deliver_done. */
+static void notify_loop(struct wal *w)
+{
+    uint64_t one = 1;
+    /* Cannot fail but for EINTR: the loop drains the counter. */
+    while (write(w->evfd, &one, sizeof(one)) < 0 && errno == EINTR)
+        ;
+}
+
 /* Polls for a request until spin_ns after `from`: 1 if one came. */
 static int spin_for_work(struct wal *w, uint64_t from)
 {
@@ -1474,6 +1485,7 @@ static void *writer_main(void *arg)
         batch = w->q_head;
         w->q_head = w->q_tail = NULL;
         __atomic_store_n(&w->q_count, 0, __ATOMIC_RELEASE);
+        w->writer_busy = 1;
         pthread_mutex_unlock(&w->mtx);
 
         pthread_mutex_lock(&w->io_mtx);
@@ -1484,13 +1496,9 @@ static void *writer_main(void *arg)
             r->status_ = rv;
         pthread_mutex_lock(&w->mtx);
         queue_append(&w->d_head, &w->d_tail, batch);
+        w->writer_busy = 0;
         pthread_mutex_unlock(&w->mtx);
-        {
-            uint64_t one = 1;
-            /* Cannot fail but for EINTR: the loop drains the counter. */
-            while (write(w->evfd, &one, sizeof(one)) < 0 && errno == EINTR)
-                ;
-        }
+        notify_loop(w);
         pthread_mutex_lock(&w->mtx);
     }
     pthread_mutex_unlock(&w->mtx);
@@ -1501,6 +1509,7 @@ static void *writer_main(void *arg)
 static void deliver_done(struct wal *w)
 {
     struct wal_append_req *r;
+    w->inline_done = 0;
     pthread_mutex_lock(&w->mtx);
     r = w->d_head;
     w->d_head = w->d_tail = NULL;
@@ -1799,6 +1808,29 @@ static int submit(struct wal *w, struct wal_append_req *req,
     if (rv)
         return rv;
     pthread_mutex_lock(&w->mtx);
+    if (n <= 1 && !snap && !w->q_head && !w->writer_busy && !w->stopping &&
+        !w->inline_done) {
+        /* A lone write while the writer is idle: write and sync it here.
+         * Handing it to the writer and back costs two thread wakeups,
+         * about as much CPU as the fsync itself on a small VM; the loop
+         * would only wait for the answer anyway. The callback still runs
+         * later, from the notify handle. At most one per loop turn (until
+         * the callbacks are delivered): further appends of the same turn
+         * go to the writer and are committed together, and bigger
+         * batches too, so the loop keeps reading during their fsync. */
+        w->inline_done = 1;
+        w->writer_busy = 1;
+        pthread_mutex_unlock(&w->mtx);
+        pthread_mutex_lock(&w->io_mtx);
+        req->status_ = write_batch(w, req);
+        pthread_mutex_unlock(&w->io_mtx);
+        pthread_mutex_lock(&w->mtx);
+        w->writer_busy = 0;
+        queue_append(&w->d_head, &w->d_tail, req);
+        pthread_mutex_unlock(&w->mtx);
+        notify_loop(w);
+        return 0;
+    }
     queue_append(&w->q_head, &w->q_tail, req);
     __atomic_add_fetch(&w->q_count, 1, __ATOMIC_RELEASE);
     pthread_mutex_unlock(&w->mtx);
