@@ -1740,6 +1740,14 @@ static void open_get(struct fs_ctx *c)
 {
     struct fs *fs = c->fs;
     struct fs_fh *fh = c->fh;
+    if (fh->in->storing > 0) {
+        /* A set of this key through the mount is in flight (a release's,
+         * which close(2) did not wait for): read after it, so this
+         * open sees what an earlier close on this mount stored. */
+        c->next_waiter = fh->in->open_waiters;
+        fh->in->open_waiters = c;
+        return;
+    }
     char *sp = store_path(fs, fh->in->path);
     fs_get_cb cb = (c->fi.flags & O_TRUNC) ? open_trunc_cb : open_cb;
     int rv = sp ? fs->ops->get(fs->data, sp, cb, c) : -ENOMEM;
@@ -2041,6 +2049,21 @@ static void op_write(fuse_req_t req, fuse_ino_t ino, const char *buf,
     fuse_reply_write(req, size);
 }
 
+/* A handle's set is done: opens waiting for the inode's sets to end load
+ * the value now. */
+static void store_done(struct fs_inode *in)
+{
+    if (--in->storing > 0)
+        return;
+    struct fs_ctx *w = in->open_waiters;
+    in->open_waiters = NULL;
+    while (w != NULL) {
+        struct fs_ctx *next = w->next_waiter;
+        open_get(w);
+        w = next;
+    }
+}
+
 static void flush_cb(void *arg, int status, const struct fs_meta *meta)
 {
     struct fs_ctx *c = arg;
@@ -2067,6 +2090,7 @@ static void flush_cb(void *arg, int status, const struct fs_meta *meta)
     /* A failed store is not retried at release: close(2) has reported
      * the error, and storing the value later would contradict it. */
     fh->flushing = false;
+    store_done(fh->in);
     if (c->req != NULL)
         fuse_reply_err(c->req, -fs_status_errno(status));
     if (fh->released)
@@ -2116,7 +2140,10 @@ static void fh_store(struct fs_fh *fh, fuse_req_t req)
         c->local = local_begin(fs, sp, false);
         if (c->local != NULL)
             c->local->defer = true;
+        fh->in->storing++;
         rv = fs->ops->set(fs->data, &a, flush_cb, c);
+        if (rv != 0)
+            store_done(fh->in);
     }
     free(sp);
     if (rv != 0) {
@@ -2144,7 +2171,8 @@ static void op_flush(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
     struct fs_fh *fh = fh_of(fi);
     if (fh->trunc_only) {
-        fuse_reply_err(req, 0); /* see trunc_only */
+        fh->trunc_only = false; /* defer one flush only: see trunc_only */
+        fuse_reply_err(req, 0);
         return;
     }
     fh_sync(req, fh);

@@ -61,6 +61,10 @@ struct fs_inode {
     uint64_t nlookup;
     unsigned opens;        /* open handles pointing here */
     unsigned pending;      /* created here, not yet in the store */
+    unsigned storing;      /* handles' sets in flight (fh_store) */
+    struct fs_ctx *open_waiters; /* opens that load the value once no set
+                                  * is in flight (a release's set does not
+                                  * hold close(2) up) */
     /* Versions (modifiedIndex) of what the kernel holds: the size in its
      * last attribute reply (0 = unknown), and the pages it may cache
      * (those of the last open allowed to use the page cache). */
@@ -105,11 +109,13 @@ struct fs_fh {
     char *buf;
     size_t len, cap;
     bool loaded, dirty, flushing, excl, append, pending_create;
-    /* Dirty only because the open truncated (no write or truncate since):
-     * a flush then stores nothing yet. A shell's `echo v > key` opens,
-     * dup2()s the fd to 1 and closes the original (a FLUSH) before it
-     * writes; storing then would publish an empty value first. The
-     * store comes with the next flush, fsync or the release. */
+    /* Dirty only because the open truncated (no write or truncate since,
+     * no flush deferred yet): the first flush then stores nothing. A
+     * shell's `echo v > key` opens, dup2()s the fd to 1 and closes the
+     * original (a FLUSH) before it writes; storing then would publish an
+     * empty value first. The store comes with the next flush (the shell's
+     * last close, even with nothing written: `: > key`), an fsync or the
+     * release. */
     bool trunc_only;
     /* -o cas: the store at close is conditional on cas_index, the key's
      * modifiedIndex at open (then of this handle's last store); 0 = the
@@ -148,6 +154,7 @@ struct fs_ctx {
     struct fs_local *local;
     struct fs_local *local2; /* rename over an empty directory: its rmdir */
     int step;                /* rename: 1 once the target dir was removed */
+    struct fs_ctx *next_waiter; /* in fh->in->open_waiters */
 };
 
 /* One job for the notifier thread: invalidate an entry (parent, name) or
