@@ -1072,6 +1072,56 @@ TEST(async_group_commit)
     tdir_free(&t);
 }
 
+/* A lone append while the writer is idle is written and synced inside
+ * wal_append (no thread hand-off), once per loop turn; its callback still
+ * waits for the loop, and a second append of the same turn goes to the
+ * writer. */
+TEST(async_lone_append_inline)
+{
+    struct tdir t;
+    uv_loop_t loop;
+    struct slow_hooks sh;
+    struct actx a;
+    struct wal_options o = {.segment_size = 65536};
+    tdir_make(&t);
+    memset(&sh, 0, sizeof(sh));
+    th_init(&sh.th);
+    sh.th.h.ctx = &sh;
+    sh.th.nosync = 1;
+    sh.th.h.fdatasync = slow_fdatasync;
+    memset(&a, 0, sizeof(a));
+    a.sh = &sh;
+    a.next_index = 1;
+    a.total = 2; /* acb resubmits nothing */
+    a.order_ok = a.durable_ok = 1;
+    ASSERT_OK(uv_loop_init(&loop));
+    o.loop = &loop;
+    o.hooks = &sh.th.h;
+    ASSERT_OK(wal_create(&a.w, t.wal, &MD, &o));
+    ASSERT_OK(asubmit(&a, 0));
+    ASSERT_EQ(__atomic_load_n(&sh.synced, __ATOMIC_SEQ_CST), 1); /* inline */
+    ASSERT_OK(asubmit(&a, 1)); /* same turn: queued for the writer */
+    ASSERT_EQ(a.done, 0);      /* never called from inside wal_append */
+    while (a.done < 2 && uv_run(&loop, UV_RUN_ONCE))
+        ;
+    ASSERT_EQ(a.done, 2);
+    ASSERT_EQ(__atomic_load_n(&sh.synced, __ATOMIC_SEQ_CST), 2);
+    ASSERT(a.order_ok);
+    ASSERT(a.durable_ok);
+    /* Callbacks delivered: the next lone append is inline again. */
+    a.total = 3;
+    ASSERT_OK(asubmit(&a, 2));
+    ASSERT_EQ(__atomic_load_n(&sh.synced, __ATOMIC_SEQ_CST), 3);
+    while (a.done < 3 && uv_run(&loop, UV_RUN_ONCE))
+        ;
+    ASSERT_EQ(a.done, 3);
+    ASSERT_EQ(a.errors, 0);
+    wal_close(a.w, NULL, NULL);
+    uv_run(&loop, UV_RUN_DEFAULT);
+    ASSERT_OK(uv_loop_close(&loop));
+    tdir_free(&t);
+}
+
 TEST(async_fsync_failure)
 {
     struct tdir t;
@@ -1421,7 +1471,8 @@ TEST_MAIN(TEST_ENTRY(crc32c_paths), TEST_ENTRY(create_empty_reopen),
           TEST_ENTRY(failed_fsync_is_sticky),
           TEST_ENTRY(commit_only_hard_state_skips_fsync),
           TEST_ENTRY(missing_segment_and_index_gap_refused),
-          TEST_ENTRY(async_group_commit), TEST_ENTRY(async_fsync_failure),
+          TEST_ENTRY(async_group_commit), TEST_ENTRY(async_lone_append_inline),
+          TEST_ENTRY(async_fsync_failure),
           TEST_ENTRY(async_close_cancels_queue),
           TEST_ENTRY(async_snapshot_marker_and_purge),
           TEST_ENTRY(sigkill_crash_rounds))
