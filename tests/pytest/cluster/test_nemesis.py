@@ -17,6 +17,9 @@
 #   ETCFS_NEMESIS_SECONDS  length of the faulty period (default 40)
 #   ETCFS_NEMESIS_MEMBERS  3 (default) or 5
 #   ETCFS_NEMESIS_HISTORY  write the history (JSON lines) to this file
+#   ETCFS_NEMESIS_ARGS     extra raftd flags (default "--snapshot-count 500":
+#                          members snapshot every few seconds, so kills and
+#                          restarts also load snapshots; "" for none)
 # The clients move to 3 fresh keys every 2 s (/nemesis/g<period>/r<i>):
 # each key's history stays a few hundred operations, which keeps the
 # checker's search short (docs/linearizability.md), and every key's final
@@ -313,12 +316,13 @@ def test_nemesis_linearizable(request):
     seed = int(os.environ.get("ETCFS_NEMESIS_SEED") or random.SystemRandom().randint(1, 10**6))
     seconds = float(os.environ.get("ETCFS_NEMESIS_SECONDS", "40"))
     n = int(os.environ.get("ETCFS_NEMESIS_MEMBERS", "3"))
-    sys.stdout.write("nemesis: seed %d (ETCFS_NEMESIS_SEED=%d replays), %d members, %.0f s\n"
-                     % (seed, seed, n, seconds))
+    extra = os.environ.get("ETCFS_NEMESIS_ARGS", "--snapshot-count 500").split()
+    sys.stdout.write("nemesis: seed %d (ETCFS_NEMESIS_SEED=%d replays), %d members, %.0f s, "
+                     "raftd flags %r\n" % (seed, seed, n, seconds, extra))
     history = History()
     stop = threading.Event()
     log = []
-    with pu.partitioned_cluster(n, election_ms=ELECTION_MS) as c:
+    with pu.partitioned_cluster(n, election_ms=ELECTION_MS, extra_args=extra) as c:
         values = {"n": 0, "lock": threading.Lock()}
         clients = [Client(i, c, history, seed, stop, values) for i in range(N_CLIENTS)]
         nemesis = Nemesis(c, seed, stop, log)
