@@ -72,6 +72,8 @@ for kind in $only; do
     r=$(wrk_rate 1 1 put.lua seq);  echo "$kind put_seq $r" | tee -a "$results" >&2
     r=$(wrk_rate 64 2 put.lua c64); echo "$kind put_64 $r" | tee -a "$results" >&2
     r=$(wrk_rate 64 2 get.lua); echo "$kind get_64 $r" | tee -a "$results" >&2
+    # one wrk thread leaves the single-threaded raftd a core of its own
+    r=$(wrk_rate 64 1 get.lua); echo "$kind get_64_t1 $r" | tee -a "$results" >&2
     stop
 
     # memory and restart with $keys keys, on a fresh data dir
