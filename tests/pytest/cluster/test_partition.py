@@ -76,6 +76,7 @@ def test_isolated_follower_cannot_commit_or_read_stale():
         cu.poll(lambda: pu.value_of(pu.get(f, "/p/k")) == "before", 10,
                 "the follower has the value")
 
+        term = pu.get(leader, "/p/k").headers.get("X-Raft-Term")
         c.netns.isolate([f], c.members)
         # right after the cut the follower still believes in the leader:
         # it forwards, and the proposal goes nowhere
@@ -104,6 +105,11 @@ def test_isolated_follower_cannot_commit_or_read_stale():
         # still be delivered if its connection outlived the cut (up to 5 s):
         # either value is allowed; "late" was refused outright, never
         assert_converged(c, "/p/k", ("healed", "minority-early"))
+        # pre-vote: the cut-off follower did not raise its term, so coming
+        # back it deposed nobody: same leader, same term throughout
+        assert c.wait_leader() is leader
+        for m in c.members:
+            assert pu.get(m, "/p/k").headers.get("X-Raft-Term") == term, m.name
         for i in range(10):
             assert pu.value_of(pu.get(f, "/p/n%d" % i)) == str(i)
 
