@@ -1,4 +1,4 @@
-# A leader stopped gracefully (SIGTERM) hands leadership over first (issue
+# A leader stopped gracefully (SIGTERM or SIGINT) hands leadership over first (issue
 # 5 §2, etcd's TransferLeadership on Stop): under write load the survivors
 # know a new leader well within one election timeout, where a SIGKILLed
 # leader costs them an election timeout or two; no acknowledged write is
@@ -6,6 +6,7 @@
 # 500 ms.
 import os
 import re
+import signal
 import sys
 import threading
 import time
@@ -107,18 +108,24 @@ def assert_all_acked_on(members, acked):
         cu.poll(has_all, 15, "every acknowledged write on %s" % m.name)
 
 
-def test_sigterm_leader_transfers_leadership_first(cluster):
+def stop_with(m, signum):
+    m.proc.send_signal(signum)
+    return m.proc.wait(20)
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["TERM", "INT"])
+def test_sigterm_leader_transfers_leadership_first(cluster, signum):
     c = cluster
     leader = c.wait_leader()
     with Writers(c.members) as w:
         cu.poll(lambda: len(w.acked) >= 30, 15, "writes before the stop")
         rc = []
-        took = time_to_new_leader(c, leader, lambda: rc.append(leader.stop()))
+        took = time_to_new_leader(c, leader, lambda: rc.append(stop_with(leader, signum)))
         before = len(w.acked)
         cu.poll(lambda: len(w.acked) >= before + 30, 15, "writes after the stop")
     text = leader.stderr_text()
-    sys.stdout.write("SIGTERM of the leader -> new leader known by both "
-                     "survivors: %.3f s\n" % took)
+    sys.stdout.write("%s of the leader -> new leader known by both "
+                     "survivors: %.3f s\n" % (signal.Signals(signum).name, took))
     assert rc == [0], "the old leader exited %r" % rc
     m = re.search(r"starts leadership transfer from (\w+) to (\w+)", text)
     assert m, text[-3000:]
