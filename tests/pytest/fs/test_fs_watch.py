@@ -136,7 +136,11 @@ def test_watch_rejects_garbage_index(fsm):
 def test_blocked_reader_killed_and_interrupted(fsm):
     import signal
     import subprocess
-    p = subprocess.Popen(["cat", fsm.p(".watch")], stdout=subprocess.PIPE)
+    # SIGINT as a terminal gives it: a suite started in the background by
+    # a non-interactive shell ignores SIGINT, and exec keeps that.
+    p = subprocess.Popen(["cat", fsm.p(".watch")], stdout=subprocess.PIPE,
+                         preexec_fn=lambda: signal.signal(signal.SIGINT,
+                                                          signal.SIG_DFL))
     time.sleep(0.2)
     assert p.poll() is None  # blocked in read
     p.send_signal(signal.SIGINT)
