@@ -1736,9 +1736,9 @@ static bool node_transfer_start(struct raftd *n)
     return true;
 }
 
-
 /* During a transfer at close: closes once another member leads, or when
- * the transfer has taken longer than an election timeout. */
+ * the transfer has taken longer than an election timeout and a
+ * heartbeat (the core has given it up by then). */
 static void node_transfer_check(struct raftd *n)
 {
     uint64_t lead;
