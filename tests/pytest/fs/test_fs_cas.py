@@ -129,8 +129,11 @@ def test_cas_truncate_and_shell_message(fsm_make):
     os.truncate(m.p("k"), 2)                 # get + set with prevIndex
     assert _read(m.p("k")) == "he"
     # From the shell: the redirection's close fails, and sh says so.
-    # cat's close of its stdout (a dup of fd 3) stores, and fails.
-    script = 'exec 3>%s; echo opened >&2; read _; echo mine | cat >&3' % m.p("k")
+    # cat's close of its stdout (a dup of fd 3) stores, and fails. No other
+    # process may hold fd 3 meanwhile: the exit of a pipeline's echo closed
+    # its inherited copy after cat's write and took the store (and the
+    # error) from cat, now and then.
+    script = 'exec 3>%s; echo opened >&2; read _; cat >&3 <<<mine' % m.p("k")
     p = subprocess.Popen(["bash", "-c", script], stdin=subprocess.PIPE,
                          stderr=subprocess.PIPE, text=True)
     assert p.stderr.readline().strip() == "opened"
