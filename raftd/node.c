@@ -905,16 +905,40 @@ static void node_process(struct raftd *n)
     node_transfer_check(n);
 }
 
-static void node_check_cb(uv_check_t *h)
-{
-    struct raftd *n = h->data;
-    uv_idle_stop(&n->kick);
-    node_process(n);
-}
-
 static void node_kick_cb(uv_idle_t *h)
 {
     (void)h; /* its being active is the point: poll does not block */
+}
+
+/* After a loop turn that applied entries on a member that is its own
+ * quorum, the loop polls without blocking for NODE_HOT_NS: a client's next
+ * request, sent as soon as the answer arrives, then finds the loop
+ * running instead of having to wake a halted vCPU (sequential PUT +12-19%
+ * on this VM, for 10-20 us more CPU per write). Not with peers: on a small
+ * machine that polling takes CPU the other members need (-12% with
+ * three). */
+static void node_stay_hot(struct raftd *n)
+{
+    struct raft_conf_state conf;
+    if (!n->handles_open || n->closing)
+        return;
+    raft_conf(n->raft, &conf);
+    if (conf.n_voters != 1)
+        return;
+    n->hot_until_ns = node_now_ns() + NODE_HOT_NS;
+    if (!uv_is_active((uv_handle_t *)&n->kick))
+        uv_idle_start(&n->kick, node_kick_cb);
+}
+
+static void node_check_cb(uv_check_t *h)
+{
+    struct raftd *n = h->data;
+    raft_index applied = raft_applied_index(n->raft);
+    if (node_now_ns() >= n->hot_until_ns)
+        uv_idle_stop(&n->kick);
+    node_process(n);
+    if (raft_applied_index(n->raft) != applied)
+        node_stay_hot(n);
 }
 
 /* New input for the core: make sure ready_check runs this loop turn. */

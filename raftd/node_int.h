@@ -25,6 +25,8 @@
 #define NODE_SNAPSHOT_CATCHUP 5000u /* entries kept after a snapshot */
 /* Entries since the last snapshot that make close take one. */
 #define NODE_CLOSE_SNAPSHOT_MIN 1000u
+/* How long a single-voter loop keeps polling after applying (node.c). */
+#define NODE_HOT_NS 60000
 
 /* Latency histogram buckets (seconds), Prometheus style. */
 #define METRICS_N_BUCKETS 12
@@ -93,9 +95,11 @@ struct raftd {
     uv_timer_t sync_timer;
     uv_check_t ready_check;
     /* Active only while a proposal made outside the poll phase (a timer
-     * callback, a caller before uv_run) waits for ready_check: it keeps
-     * the loop from blocking in poll until the next timer. */
+     * callback, a caller before uv_run) waits for ready_check, and for
+     * NODE_HOT_NS after a single voter applied entries: it keeps the loop
+     * from blocking in poll. */
     uv_idle_t kick;
+    int64_t hot_until_ns; /* kick stays active until then (node_stay_hot) */
     int handles_open;
 
     struct http_server *http;
