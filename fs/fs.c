@@ -3053,17 +3053,20 @@ static void session_ended(struct fs *fs)
 static void poll_cb(uv_poll_t *h, int status, int events)
 {
     struct fs *fs = h->data;
+    int served = 0;
     /* Bounded batches keep the loop fair to the backend's own work. */
-    for (int i = 0; i < 64 && !fs->exited; i++) {
+    for (; served < 64 && !fs->exited; served++) {
         int rv = fuse_session_receive_buf(fs->se, &fs->fbuf);
         if (rv == -EINTR || rv == -EAGAIN)
-            return;
+            break;
         if (rv <= 0 || fuse_session_exited(fs->se)) {
             session_ended(fs);
             return;
         }
         fuse_session_process_buf(fs->se, &fs->fbuf);
     }
+    if (served > 0 && !fs->exited && fs->ops->served != NULL)
+        fs->ops->served(fs->data);
 }
 
 /* The memory of a filesystem whose session and handles are gone: the

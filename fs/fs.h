@@ -147,6 +147,12 @@ struct fs_backend_ops {
      * error, so `echo v > key` on a cluster without a leader hears of it
      * only from open. */
     int (*writable)(void *data, fs_write_cb cb, void *arg);
+    /* Optional: called on the loop thread after a batch of kernel requests
+     * was served. One `echo v > key` is OPEN, WRITE and FLUSH, each sent
+     * as soon as the previous answer arrives: a backend that keeps its
+     * loop polling for a moment after work (raftd's single voter) does so
+     * after these too, instead of sleeping between them. */
+    void (*served)(void *data);
 };
 
 /* ------------------------------------------------------------------ */

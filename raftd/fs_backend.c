@@ -318,6 +318,12 @@ static int b_writable(void *data, fs_write_cb cb, void *arg)
     return op_start(b, op);
 }
 
+static void b_served(void *data)
+{
+    struct raftd_fs *b = data;
+    raftd_stay_hot(b->n);
+}
+
 /* -o quorum: Raft's ReadIndex before an open reads the local store. The
  * wait is bounded like a write's: EIO after the leader wait, even if
  * raftd answers later (the request then stays alive until it does). */
@@ -391,6 +397,7 @@ const struct fs_backend_ops raftd_fs_ops = {
     .index = b_index,
     .barrier = b_barrier,
     .writable = b_writable,
+    .served = b_served,
 };
 
 int raftd_fs_new(struct raftd *n, uv_loop_t *loop, unsigned leader_wait_ms,

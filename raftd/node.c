@@ -930,6 +930,11 @@ static void node_stay_hot(struct raftd *n)
         uv_idle_start(&n->kick, node_kick_cb);
 }
 
+void raftd_stay_hot(struct raftd *n)
+{
+    node_stay_hot(n);
+}
+
 static void node_check_cb(uv_check_t *h)
 {
     struct raftd *n = h->data;

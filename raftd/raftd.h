@@ -175,6 +175,11 @@ uint64_t raftd_cluster_id_get(const struct raftd *n);
  * on or this member cannot reach a quorum): raftd_write would answer
  * -EAGAIN. */
 uint64_t raftd_leader(const struct raftd *n);
+/* Work was done for a client outside the HTTP server (raftd --mount's
+ * kernel requests): a member that is its own quorum keeps its loop
+ * polling for a moment, as after applying entries, so the client's next
+ * request does not have to wake a sleeping loop. */
+void raftd_stay_hot(struct raftd *n);
 
 /* A write through the log. cb runs exactly once (unless raftd_write
  * returns an error): after the entry is durable and applied, with status
