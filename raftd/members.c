@@ -713,8 +713,10 @@ int members_answer_parse(const uint8_t *payload, size_t len,
         if (mc->name == NULL ||
             urls_from_json(json_object_get(m, "peerURLs"), &mc->peer_urls))
             goto out;
-        /* Compared with --initial-cluster's sorted lists. */
-        qsort(mc->peer_urls.v, mc->peer_urls.n, sizeof(char *), cmp_str);
+        /* Compared with --initial-cluster's sorted lists. (No list when
+         * peerURLs is not an array: qsort must not see NULL.) */
+        if (mc->peer_urls.n > 1)
+            qsort(mc->peer_urls.v, mc->peer_urls.n, sizeof(char *), cmp_str);
     }
     ms = json_object_get(j, "removed");
     a->removed = calloc(json_array_size(ms) + 1, sizeof(uint64_t));
