@@ -15,8 +15,11 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/uio.h>
 #include <time.h>
 #include <unistd.h>
+
+#include <linux/fuse.h>
 
 /* ------------------------------------------------------------------ */
 /* The one status -> errno table                                        */
@@ -2999,6 +3002,53 @@ static void op_removexattr(fuse_req_t req, fuse_ino_t ino, const char *name)
 /* Session                                                              */
 /* ------------------------------------------------------------------ */
 
+/* libfuse 3.14 cannot ask for FUSE_HANDLE_KILLPRIV_V2 (Linux 5.12): "the
+ * filesystem clears suid/sgid/capabilities on write, truncate and
+ * chown". Without it the kernel asks for security.capability (a GETXATTR
+ * round trip) before every write and every O_TRUNC open, because FUSE
+ * superblocks never cache "this inode has no security attributes"; with
+ * it they do (SB_NOSEC). We have no suid bits and no security xattrs, so
+ * the promise holds trivially. fuse_session_custom_io hands us libfuse's
+ * reads and writes on /dev/fuse: the INIT request is noted, and the flag
+ * is added to its reply if the kernel offered it. One `echo v > key`
+ * loses two of its five round trips. */
+static ssize_t io_read(int fd, void *buf, size_t len, void *userdata)
+{
+    struct fs *fs = userdata;
+    ssize_t n = read(fd, buf, len);
+    const struct fuse_in_header *h = buf;
+    if (n >= (ssize_t)(sizeof(*h) + sizeof(struct fuse_init_in)) &&
+        h->opcode == FUSE_INIT) {
+        const struct fuse_init_in *in = (const void *)(h + 1);
+        fs->init_unique = h->unique;
+        fs->kernel_killpriv_v2 = in->major == FUSE_KERNEL_VERSION &&
+                                 in->minor >= 33 &&
+                                 (in->flags & FUSE_HANDLE_KILLPRIV_V2) != 0;
+    }
+    return n;
+}
+
+static ssize_t io_writev(int fd, struct iovec *iov, int count, void *userdata)
+{
+    struct fs *fs = userdata;
+    if (fs->init_unique != 0 && count >= 2 &&
+        iov[0].iov_len == sizeof(struct fuse_out_header) &&
+        iov[1].iov_len >= offsetof(struct fuse_init_out, flags) +
+                              sizeof(uint32_t)) {
+        struct fuse_out_header *oh = iov[0].iov_base;
+        if (oh->unique == fs->init_unique) {
+            struct fuse_init_out *out = iov[1].iov_base;
+            if (oh->error == 0 && fs->kernel_killpriv_v2)
+                out->flags |= FUSE_HANDLE_KILLPRIV_V2;
+            fs->init_unique = 0;
+        }
+    }
+    return writev(fd, iov, count);
+}
+
+static const struct fuse_custom_io fs_io = {.read = io_read,
+                                            .writev = io_writev};
+
 static void op_init(void *userdata, struct fuse_conn_info *conn)
 {
     /* O_TRUNC comes with open, so "echo v > key" is one set, not a
@@ -3140,6 +3190,7 @@ int fs_new(uv_loop_t *loop, const struct fs_backend_ops *ops, void *data,
     }
     int fd = fuse_session_fd(fs->se);
     fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
+    (void)fuse_session_custom_io(fs->se, &fs_io, fd); /* see io_read */
     pthread_mutex_init(&fs->nlock, NULL);
     pthread_cond_init(&fs->ncond, NULL);
     if (pthread_create(&fs->nthread, NULL, notify_main, fs) != 0) {

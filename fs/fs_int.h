@@ -201,6 +201,11 @@ struct fs {
     uv_timer_t defer;
     int open_handles;
     bool exited, closing, finishing;
+    /* The kernel's INIT request, seen by io_read, until its reply is
+     * written (io_writev): its unique, and whether the kernel offered
+     * FUSE_HANDLE_KILLPRIV_V2. */
+    uint64_t init_unique;
+    bool kernel_killpriv_v2;
     unsigned inflight;
 
     struct fs_inode **by_ino, **by_path;
