@@ -3031,8 +3031,11 @@ static ssize_t io_read(int fd, void *buf, size_t len, void *userdata)
 static ssize_t io_writev(int fd, struct iovec *iov, int count, void *userdata)
 {
     struct fs *fs = userdata;
-    if (fs->init_unique != 0 && count >= 2 &&
-        iov[0].iov_len == sizeof(struct fuse_out_header) &&
+    /* Notifications (unique 0) come from the notifier thread: they are
+     * told apart before fs->init_unique, the loop thread's, is read. */
+    if (count >= 2 && iov[0].iov_len == sizeof(struct fuse_out_header) &&
+        ((struct fuse_out_header *)iov[0].iov_base)->unique != 0 &&
+        fs->init_unique != 0 &&
         iov[1].iov_len >= offsetof(struct fuse_init_out, flags) +
                               sizeof(uint32_t)) {
         struct fuse_out_header *oh = iov[0].iov_base;
