@@ -12,7 +12,8 @@ import subprocess
 import sys
 import tempfile
 import threading
-import time
+
+import pytest
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import harness  # noqa: E402
@@ -261,3 +262,39 @@ def put_many(m, n_keys, n_threads=8, fmt="/snap/k%05d"):
     for t in threads:
         t.join()
     return failures
+
+
+def test_failed(request):
+    """True unless the test using the fixture of request passed (also when
+    it never ran, or for a module-scoped fixture)."""
+    rep = getattr(request.node, "rep_call", None)
+    return rep is None or rep.failed
+
+
+def close_or_fail(c, failed):
+    """Close cluster c (printing the members' logs if failed) and fail the
+    test on a sanitizer report."""
+    reports = c.close(failed)
+    if reports:
+        pytest.fail("sanitizer report:\n" + "\n".join(reports))
+
+
+def started(request, n=3, prepare=None, **cluster_args):
+    """The body of a cluster fixture (use with `yield from`): skip unless
+    the target is raftd, start an n-member Cluster(**cluster_args) after
+    prepare(c) (to change members' arguments), hand it to the test, then
+    close it as close_or_fail does."""
+    if harness.target() != "raftd":
+        pytest.skip("cluster tests start raftd processes")
+    if not os.path.isfile(harness.raftd_bin()):
+        pytest.fail("raftd binary not found at %s" % harness.raftd_bin())
+    c = Cluster(n, **cluster_args)
+    if prepare is not None:
+        prepare(c)
+    failed = True
+    try:
+        c.start()
+        yield c
+        failed = test_failed(request)
+    finally:
+        close_or_fail(c, failed)

@@ -19,21 +19,7 @@ ELECTION_MS = 500
 
 @pytest.fixture
 def cluster(request):
-    if harness.target() != "raftd":
-        pytest.skip("cluster tests start raftd processes")
-    if not os.path.isfile(harness.raftd_bin()):
-        pytest.fail("raftd binary not found at %s" % harness.raftd_bin())
-    c = cu.Cluster(3, heartbeat_ms=50, election_ms=ELECTION_MS)
-    failed = True
-    try:
-        c.start()
-        yield c
-        failed = getattr(request.node, "rep_call", None) is None or \
-            request.node.rep_call.failed
-    finally:
-        reports = c.close(failed)
-    if reports:
-        pytest.fail("sanitizer report:\n" + "\n".join(reports))
+    yield from cu.started(request, 3, heartbeat_ms=50, election_ms=ELECTION_MS)
 
 
 def try_put(m, key, value, timeout=1.0):
@@ -185,20 +171,8 @@ def test_killed_follower_restarted_catches_up(cluster):
 
 @pytest.fixture
 def snap_cluster(request):
-    if harness.target() != "raftd":
-        pytest.skip("cluster tests start raftd processes")
-    c = cu.Cluster(3, heartbeat_ms=50, election_ms=ELECTION_MS,
-                   extra_args=["--snapshot-count", "1000"])
-    failed = True
-    try:
-        c.start()
-        yield c
-        failed = getattr(request.node, "rep_call", None) is None or \
-            request.node.rep_call.failed
-    finally:
-        reports = c.close(failed)
-    if reports:
-        pytest.fail("sanitizer report:\n" + "\n".join(reports))
+    yield from cu.started(request, 3, heartbeat_ms=50, election_ms=ELECTION_MS,
+                          extra_args=["--snapshot-count", "1000"])
 
 
 def test_lagging_follower_gets_a_snapshot(snap_cluster):

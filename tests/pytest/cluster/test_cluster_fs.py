@@ -17,39 +17,34 @@ import pytest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import cluster_util as cu  # noqa: E402
-import harness  # noqa: E402
 
 ELECTION_MS = 500
 
 
 def _start_mounted(request, monkeypatch, fs_opts):
-    if harness.target() != "raftd":
-        pytest.skip("cluster tests start raftd processes")
     if not os.path.exists("/dev/fuse"):
         pytest.skip("no /dev/fuse")
-    c = cu.Cluster(3, heartbeat_ms=50, election_ms=ELECTION_MS)
-    for m in c.members:
-        m.mnt = os.path.join(c.tmp, m.name + ".mnt")
-        os.mkdir(m.mnt)
-        m.argv = (lambda argv, mnt: lambda: argv() + ["--mount", mnt])(m.argv, m.mnt)
+    mounts = []
+
+    def add_mounts(c):
+        for m in c.members:
+            m.mnt = os.path.join(c.tmp, m.name + ".mnt")
+            os.mkdir(m.mnt)
+            mounts.append(m.mnt)
+            m.argv = (lambda argv, mnt: lambda: argv() + ["--mount", mnt])(m.argv, m.mnt)
     # Member.start passes the environment on: the mount options go to all.
     monkeypatch.setenv("ETCFS_FS_OPTS", fs_opts)
-    failed = True
     try:
-        c.start()
-        for m in c.members:
-            cu.poll(lambda: os.path.ismount(m.mnt), 15, "%s mounted" % m.name)
-        yield c
-        failed = getattr(request.node, "rep_call", None) is None or \
-            request.node.rep_call.failed
+        for c in cu.started(request, 3, prepare=add_mounts, heartbeat_ms=50,
+                            election_ms=ELECTION_MS):
+            for m in c.members:
+                cu.poll(lambda: os.path.ismount(m.mnt), 15, "%s mounted" % m.name)
+            yield c
     finally:
-        reports = c.close(failed)
-        for m in c.members:
-            if os.path.ismount(m.mnt):
-                subprocess.run(["fusermount3", "-u", "-z", m.mnt],
+        for mnt in mounts:
+            if os.path.ismount(mnt):
+                subprocess.run(["fusermount3", "-u", "-z", mnt],
                                stderr=subprocess.DEVNULL)
-    if reports:
-        pytest.fail("sanitizer report:\n" + "\n".join(reports))
 
 
 @pytest.fixture

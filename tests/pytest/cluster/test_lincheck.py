@@ -6,7 +6,6 @@ import itertools
 import os
 import random
 import sys
-import time
 from pathlib import Path
 
 import pytest

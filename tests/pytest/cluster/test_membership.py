@@ -31,11 +31,7 @@ def make_cluster(request, n, extra_args=()):
 
 
 def finish(request, c):
-    failed = getattr(request.node, "rep_call", None) is None or \
-        request.node.rep_call.failed
-    reports = c.close(failed)
-    if reports:
-        pytest.fail("sanitizer report:\n" + "\n".join(reports))
+    cu.close_or_fail(c, cu.test_failed(request))
 
 
 @pytest.fixture

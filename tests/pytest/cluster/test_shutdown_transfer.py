@@ -15,7 +15,6 @@ import pytest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import cluster_util as cu  # noqa: E402
-import harness  # noqa: E402
 import partition_util as pu  # noqa: E402
 
 ELECTION_MS = 500
@@ -23,21 +22,7 @@ ELECTION_MS = 500
 
 @pytest.fixture
 def cluster(request):
-    if harness.target() != "raftd":
-        pytest.skip("cluster tests start raftd processes")
-    if not os.path.isfile(harness.raftd_bin()):
-        pytest.fail("raftd binary not found at %s" % harness.raftd_bin())
-    c = cu.Cluster(3, heartbeat_ms=50, election_ms=ELECTION_MS)
-    failed = True
-    try:
-        c.start()
-        yield c
-        failed = getattr(request.node, "rep_call", None) is None or \
-            request.node.rep_call.failed
-    finally:
-        reports = c.close(failed)
-    if reports:
-        pytest.fail("sanitizer report:\n" + "\n".join(reports))
+    yield from cu.started(request, 3, heartbeat_ms=50, election_ms=ELECTION_MS)
 
 
 class Writers:

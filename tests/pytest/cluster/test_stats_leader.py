@@ -11,7 +11,6 @@ import pytest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import cluster_util as cu  # noqa: E402
-import harness  # noqa: E402
 
 # One follower's object, fields in etcd's order, numbers as Go writes them.
 NUM = r"-?\d+(?:\.\d+)?(?:e[+-]\d+)?"
@@ -22,19 +21,8 @@ FOLLOWER_RE = re.compile(
 
 
 @pytest.fixture(scope="module")
-def cluster():
-    if harness.target() != "raftd":
-        pytest.skip("cluster tests start raftd processes")
-    if not os.path.isfile(harness.raftd_bin()):
-        pytest.fail("raftd binary not found at %s" % harness.raftd_bin())
-    c = cu.Cluster(3, heartbeat_ms=50, election_ms=500)
-    try:
-        c.start()
-        yield c
-    finally:
-        reports = c.close()
-    if reports:
-        pytest.fail("sanitizer report:\n" + "\n".join(reports))
+def cluster(request):
+    yield from cu.started(request, 3, heartbeat_ms=50, election_ms=500)
 
 
 def leader_stats(m):
