@@ -53,9 +53,17 @@ def deadline_poll(cond, timeout, interval=0.02, what="condition"):
 _rng = random.SystemRandom()
 
 
+_ports_given = set()
+
+
 def free_port():
+    """A loopback port nothing is bound to now and that this process has
+    not handed out before: checking only the first let two cluster members
+    not started yet get the same port ("Address already in use")."""
     for _ in range(200):
         port = _rng.randint(20000, 32000)
+        if port in _ports_given:
+            continue
         s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         try:
             s.bind(("127.0.0.1", port))
@@ -63,6 +71,7 @@ def free_port():
             continue
         finally:
             s.close()
+        _ports_given.add(port)
         return port
     raise RuntimeError("no free loopback port found")
 
