@@ -86,6 +86,31 @@ SANITIZER_MARKERS = (b"ERROR: AddressSanitizer", b"ERROR: LeakSanitizer",
                      b"runtime error:", b"SUMMARY: UndefinedBehaviorSanitizer")
 
 
+def stop_process(proc, timeout=20):
+    """SIGTERM proc (a Popen or None), wait; SIGKILL if it does not exit
+    in time. Returns its exit code (None if it never started)."""
+    if proc is None or proc.poll() is not None:
+        return None if proc is None else proc.returncode
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+    return proc.returncode
+
+
+def sanitizer_report(text):
+    """The first ASan/UBSan/LSan report in a process's stderr text (with
+    some context before it), or None."""
+    raw = text.encode()
+    for m in SANITIZER_MARKERS:
+        i = raw.find(m)
+        if i >= 0:
+            return raw[max(0, i - 200):i + 4000].decode("utf-8", "replace")
+    return None
+
+
 class Server:
     """One single-member cluster of `kind` ('raftd' or 'etcd')."""
 
@@ -229,24 +254,11 @@ class Server:
 
     def stop(self, timeout=20):
         """SIGTERM, wait; SIGKILL if it does not exit. Returns exit code."""
-        if self.proc is None or self.proc.poll() is not None:
-            return None if self.proc is None else self.proc.returncode
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-        return self.proc.returncode
+        return stop_process(self.proc, timeout)
 
     def sanitizer_report(self):
         """The first sanitizer report in stderr, or None."""
-        text = self.stderr_text().encode()
-        for m in SANITIZER_MARKERS:
-            i = text.find(m)
-            if i >= 0:
-                return text[max(0, i - 200):i + 4000].decode("utf-8", "replace")
-        return None
+        return sanitizer_report(self.stderr_text())
 
     def cleanup(self):
         try:

@@ -83,15 +83,7 @@ class Member:
             self.proc.wait()
 
     def stop(self, timeout=20):
-        if not self.alive():
-            return None if self.proc is None else self.proc.returncode
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-        return self.proc.returncode
+        return harness.stop_process(self.proc, timeout)
 
     def wait_exit(self, timeout):
         """The exit code once the process ends within timeout."""
@@ -112,12 +104,7 @@ class Member:
             return ""
 
     def sanitizer_report(self):
-        text = self.stderr_text().encode()
-        for m in harness.SANITIZER_MARKERS:
-            i = text.find(m)
-            if i >= 0:
-                return text[max(0, i - 200):i + 4000].decode("utf-8", "replace")
-        return None
+        return harness.sanitizer_report(self.stderr_text())
 
     def get_json(self, path, timeout=2):
         """(status, parsed JSON or None); (None, None) if unreachable."""
