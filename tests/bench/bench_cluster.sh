@@ -11,31 +11,11 @@
 #      ONLY="etcd raftd"  OUT=results dir (mktemp)
 # Not part of CI: the machine is shared, numbers are noisy; run it twice.
 set -euo pipefail
-top=$(cd "$(dirname "$0")/../.." && pwd)
-here="$top/tests/bench"
-py=/usr/bin/python3
-tool="$here/bench_http_tool.py"
+source "$(dirname "$0")/bench_lib.sh"
+bench_setup cluster
 duration=${DURATION:-10}
 wt=${WRK_THREADS:-2}
 failovers=${FAILOVERS:-3}
-only=${ONLY:-"etcd raftd"}
-raftd=${RAFTD:-$top/build/release/raftd/raftd}
-out=${OUT:-$(mktemp -d /tmp/etcfs-bench-cluster.XXXXXX)}
-mkdir -p "$out"
-results="$out/results.tsv"
-: > "$results"
-
-if [[ " $only " == *" raftd "* && -z "${RAFTD:-}" ]]; then
-    echo "== build release raftd" >&2
-    cmake -S "$top" -B "$top/build/release" -G Ninja -DCMAKE_BUILD_TYPE=Release >/dev/null
-    cmake --build "$top/build/release" -j2 --target raftd >&2
-fi
-
-pick_port() { $py -c 'import random,socket
-while True:
-    p=random.randint(20000,32000); s=socket.socket()
-    try: s.bind(("127.0.0.1",p)); s.close(); print(p); break
-    except OSError: pass'; }
 
 pids=()
 # members are disowned (no "Killed" notices): cleanup polls for their end
