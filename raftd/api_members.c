@@ -160,8 +160,19 @@ static int gj_literal(struct gj *g, const char *word)
     return 0;
 }
 
+/* After an object member or array element: 1 on ',' (another follows),
+ * 0 on the closing character, else Go's syntax error (-1). */
+static int gj_after_element(struct gj *g, char close, const char *context)
+{
+    gj_ws(g);
+    if (g->p < g->end && (*g->p == ',' || *g->p == close))
+        return *g->p++ == ',';
+    return gj_fail(g, context);
+}
+
 static int gj_value(struct gj *g, int depth)
 {
+    int rv;
     gj_ws(g);
     if (g->p >= g->end)
         return gj_fail(g, "");
@@ -187,16 +198,8 @@ static int gj_value(struct gj *g, int depth)
             g->p++;
             if (gj_value(g, depth + 1))
                 return -1;
-            gj_ws(g);
-            if (g->p < g->end && *g->p == ',') {
-                g->p++;
-                continue;
-            }
-            if (g->p < g->end && *g->p == '}') {
-                g->p++;
-                return 0;
-            }
-            return gj_fail(g, "after object key:value pair");
+            if ((rv = gj_after_element(g, '}', "after object key:value pair")) <= 0)
+                return rv;
         }
     case '[':
         g->p++;
@@ -208,16 +211,8 @@ static int gj_value(struct gj *g, int depth)
         for (;;) {
             if (gj_value(g, depth + 1))
                 return -1;
-            gj_ws(g);
-            if (g->p < g->end && *g->p == ',') {
-                g->p++;
-                continue;
-            }
-            if (g->p < g->end && *g->p == ']') {
-                g->p++;
-                return 0;
-            }
-            return gj_fail(g, "after array element");
+            if ((rv = gj_after_element(g, ']', "after array element")) <= 0)
+                return rv;
         }
     case '"':
         return gj_string(g);
