@@ -52,6 +52,7 @@ static const struct flag_def flag_defs[] = {
     {"version", FLAG_BOOL, CFG_OFF(print_version)},
     {"force-new-cluster", FLAG_BOOL, CFG_OFF(force_new_cluster)},
     {"mount", FLAG_STR, CFG_OFF(mount)},
+    {"idle-poll", FLAG_BOOL, CFG_OFF(idle_poll)},
     {"enable-v2", FLAG_IGNB, 0},
     {"initial-election-tick-advance", FLAG_IGNB, 0},
     {"quota-backend-bytes", FLAG_IGN, 0},
@@ -554,6 +555,7 @@ static int config_defaults(struct raftd_config *cfg)
     cfg->election_ms = 1000;
     cfg->max_snapshots = 5;
     cfg->max_wals = 5;
+    cfg->idle_poll = 1;
     cfg->log_level = RAFTD_LOG_INFO;
     if (urls_parse(DEFAULT_CLIENT_URL, &cfg->listen_client_urls, why,
                    sizeof(why)) ||
@@ -939,6 +941,8 @@ void raftd_config_usage(FILE *out)
           "  --enable-v2 (accepted; the v2 API is always on)\n"
           "  --log-level 'info'\n"
           "  --mount '' (mount the tree with FUSE in-process)\n"
+          "  --idle-poll 'true' (keep the CPUs polling while a lone write\n"
+          "      is in flight)\n"
           "Every other etcd 3.4 flag is accepted and ignored.\n",
           out);
 }

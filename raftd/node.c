@@ -11,6 +11,7 @@
 #include <time.h>
 
 #include "node_int.h"
+#include "poller.h"
 #include "request.pb-c.h"
 
 /* ---- small helpers --------------------------------------------------- */
@@ -652,6 +653,10 @@ static int node_persist(struct raftd *n, const struct raft_ready *rd,
     b->persist_term = rd->persist_term;
     b->start = mono_s();
     b->has_rd = false;
+    /* A lone entry with nothing else in flight: a client is waiting on
+     * this fsync alone, and its latency is the whole story. */
+    if (rd->n_entries <= 1 && n->batches_in_flight == 0)
+        poller_extend(n->poller, NODE_POLL_NS);
     rv = wal_append(n->wal, &b->req, n->hs_dirty ? &hs : NULL, ents,
                     rd->n_entries, node_batch_cb);
     if (rv == 0 && n->hs_dirty) {
@@ -1570,6 +1575,12 @@ int raftd_start(struct raftd *n)
     uv_check_init(n->loop, &n->ready_check);
     uv_idle_init(n->loop, &n->kick);
     n->handles_open = 4;
+    if (n->cfg->idle_poll) {
+        rv = poller_start(&n->poller);
+        if (rv != 0)
+            raftd_logf(&n->log, RAFTD_LOG_WARN, "raftd",
+                       "idle poller not started: %s", strerror(-rv));
+    }
     n->tick_timer.data = n->sync_timer.data = n->ready_check.data = n;
     n->kick.data = n;
     uv_check_start(&n->ready_check, node_check_cb);
@@ -1685,6 +1696,8 @@ static void node_wal_closed(void *arg)
             cb(cb_arg);
         return;
     }
+    poller_stop(n->poller);
+    n->poller = NULL;
     uv_close((uv_handle_t *)&n->tick_timer, node_handle_closed);
     uv_close((uv_handle_t *)&n->sync_timer, node_handle_closed);
     uv_close((uv_handle_t *)&n->ready_check, node_handle_closed);

@@ -27,6 +27,9 @@
 #define NODE_CLOSE_SNAPSHOT_MIN 1000u
 /* How long a single-voter loop keeps polling after applying (node.c). */
 #define NODE_HOT_NS 60000
+/* How long the idle poller keeps the CPUs running after a lone WAL append
+ * starts (raftd/poller.c): a few fsyncs' worth. */
+#define NODE_POLL_NS 500000
 
 /* Latency histogram buckets (seconds), Prometheus style. */
 #define METRICS_N_BUCKETS 12
@@ -75,6 +78,7 @@ struct stats_follower {
 
 struct raftd {
     uv_loop_t *loop;
+    struct poller *poller; /* --idle-poll threads; NULL when off */
     const struct raftd_config *cfg; /* borrowed until raftd_close's cb */
     struct raftd_log log;
 

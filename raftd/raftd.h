@@ -80,6 +80,7 @@ struct raftd_config {
     int print_help;            /* -h/--help given */
     int force_new_cluster;
     char *mount;               /* --mount DIR (ours); NULL if absent */
+    int idle_poll;             /* --idle-poll (ours), default 1: poller.c */
     /* The first ETCD_* variable also given as a flag (the flag won; etcd
      * would refuse to start), or NULL. */
     char *shadowed_env;

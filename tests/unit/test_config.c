@@ -86,6 +86,30 @@ TEST(membership_flags)
     raftd_config_free(&cfg);
 }
 
+TEST(idle_poll_flag)
+{
+    struct raftd_config cfg;
+    char err[256];
+    int code;
+    char *plain[] = {"raftd"};
+    char *off[] = {"raftd", "--idle-poll=false"};
+    char *bad[] = {"raftd", "--idle-poll=sometimes"};
+    char *env[] = {"ETCD_IDLE_POLL=false", NULL};
+
+    ASSERT_EQ(parse(&cfg, ARGC(plain), plain, NULL, err, &code), 0);
+    ASSERT_EQ(cfg.idle_poll, 1);
+    raftd_config_free(&cfg);
+    ASSERT_EQ(parse(&cfg, ARGC(off), off, NULL, err, &code), 0);
+    ASSERT_EQ(cfg.idle_poll, 0);
+    raftd_config_free(&cfg);
+    ASSERT_EQ(parse(&cfg, ARGC(plain), plain, env, err, &code), 0);
+    ASSERT_EQ(cfg.idle_poll, 0);
+    raftd_config_free(&cfg);
+    ASSERT_NE(parse(&cfg, ARGC(bad), bad, NULL, err, &code), 0);
+    raftd_config_free(&cfg);
+    ASSERT_EQ(code, 2);
+}
+
 TEST(defaults)
 {
     struct raftd_config cfg;
@@ -263,7 +287,7 @@ TEST(log_levels)
 
 TEST_MAIN(TEST_ENTRY(sha1_vectors), TEST_ENTRY(ids_match_etcd),
           TEST_ENTRY(added_member_id_matches_etcd),
-          TEST_ENTRY(membership_flags),
+          TEST_ENTRY(membership_flags), TEST_ENTRY(idle_poll_flag),
           TEST_ENTRY(defaults), TEST_ENTRY(go_flag_syntax),
           TEST_ENTRY(env_and_precedence), TEST_ENTRY(cluster_ids_from_flags),
           TEST_ENTRY(errors_and_exit_codes), TEST_ENTRY(help_and_version),

@@ -1,0 +1,127 @@
+/* The idle poller (raftd/poller.c): its threads spin only inside a window
+ * that poller_extend opens, sleep outside it and burn nothing there, wake
+ * for the next window, and stop promptly, even mid-spin. */
+#include "poller.h"
+#include "test.h"
+
+#include <sched.h>
+#include <time.h>
+
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+static double cpu_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+static void pause_ms(int ms)
+{
+    struct timespec ts = {0, (long)ms * 1000000L};
+    nanosleep(&ts, NULL);
+}
+
+/* Polls until want threads sleep, or 10 s pass (they run at SCHED_IDLE:
+ * a busy machine may starve them a while). */
+static int wait_sleeping(struct poller *p, int want)
+{
+    double deadline = now_s() + 10;
+    while (poller_sleeping(p) != want) {
+        if (now_s() > deadline)
+            return -1;
+        pause_ms(1);
+    }
+    return 0;
+}
+
+/* A poller for a multi-CPU process, all its threads asleep; NULL (the test
+ * then has nothing to check) on one CPU, where there is none. */
+static struct poller *start_asleep(void)
+{
+    struct poller *p = NULL;
+    cpu_set_t set;
+    if (poller_start(&p) != 0 || sched_getaffinity(0, sizeof(set), &set))
+        return NULL;
+    if (CPU_COUNT(&set) < 2 || p == NULL) {
+        if (CPU_COUNT(&set) >= 2 || p != NULL)
+            test_failed_ = 1; /* a poller exactly when there are CPUs */
+        poller_stop(p);
+        return NULL;
+    }
+    if (poller_threads(p) != CPU_COUNT(&set) ||
+        wait_sleeping(p, poller_threads(p)) != 0) {
+        test_failed_ = 1;
+        poller_stop(p);
+        return NULL;
+    }
+    return p;
+}
+
+TEST(sleeps_without_window)
+{
+    struct poller *p = start_asleep();
+    double c0;
+    if (p == NULL)
+        return;
+    c0 = cpu_s();
+    pause_ms(100);
+    ASSERT_LT((cpu_s() - c0) * 1000, 20); /* ms of CPU in 100 ms */
+    poller_stop(p);
+}
+
+TEST(window_wakes_then_sleeps)
+{
+    struct poller *p = start_asleep();
+    int n;
+    double c0;
+    if (p == NULL)
+        return;
+    n = poller_threads(p);
+    for (int round = 0; round < 3; round++) {
+        poller_extend(p, 10 * 1000000000LL);
+        ASSERT_EQ(wait_sleeping(p, 0), 0);
+        /* A shorter extend does not cut the window short. */
+        poller_extend(p, 1000000);
+        pause_ms(20);
+        ASSERT_EQ(poller_sleeping(p), 0);
+        poller_stop(p);
+        p = start_asleep();
+        ASSERT(p != NULL);
+        /* A short window: awake, then all asleep, then idle again. */
+        poller_extend(p, 50 * 1000000LL);
+        ASSERT_EQ(wait_sleeping(p, 0), 0);
+        ASSERT_EQ(wait_sleeping(p, n), 0);
+        c0 = cpu_s();
+        pause_ms(50);
+        ASSERT_LT((cpu_s() - c0) * 1000, 20);
+    }
+    poller_stop(p);
+}
+
+TEST(stops_mid_spin)
+{
+    struct poller *p = start_asleep();
+    if (p == NULL)
+        return;
+    poller_extend(p, 60 * 1000000000LL);
+    ASSERT_EQ(wait_sleeping(p, 0), 0);
+    poller_stop(p); /* joins: a hang here is the failure */
+}
+
+TEST(null_is_off)
+{
+    poller_extend(NULL, 1000);
+    ASSERT_EQ(poller_threads(NULL), 0);
+    ASSERT_EQ(poller_sleeping(NULL), 0);
+    poller_stop(NULL);
+}
+
+TEST_MAIN(TEST_ENTRY(sleeps_without_window),
+          TEST_ENTRY(window_wakes_then_sleeps), TEST_ENTRY(stops_mid_spin),
+          TEST_ENTRY(null_is_off))
