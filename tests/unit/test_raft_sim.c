@@ -737,8 +737,13 @@ static void check_log_matching(struct sim *s)
                 hi = raft_last_index(rb);
             for (raft_index i = hi; i >= lo && i > 0; i--) {
                 struct raft_entry ea, eb;
-                raft_entry_get(ra, i, &ea);
-                raft_entry_get(rb, i, &eb);
+                if (raft_entry_get(ra, i, &ea) != 0 ||
+                    raft_entry_get(rb, i, &eb) != 0) {
+                    sim_fail(s, "log matching: index %llu in range but not "
+                             "in the log of node %d or %d",
+                             (unsigned long long)i, a + 1, b + 1);
+                    return;
+                }
                 if (!matched && ea.term == eb.term)
                     matched = true;
                 if (matched &&
