@@ -71,8 +71,6 @@ static void futex_wake_all(_Atomic uint32_t *w)
 static void *poller_main(void *arg)
 {
     struct poller *p = arg;
-    struct sched_param sp = {0};
-    pthread_setschedparam(pthread_self(), SCHED_IDLE, &sp);
     pthread_setname_np(pthread_self(), "raftd-poll");
     while (!atomic_load_explicit(&p->stop, memory_order_relaxed)) {
         uint32_t w;
@@ -109,16 +107,26 @@ int poller_start(struct poller **out)
     for (int cpu = 0; cpu < CPU_SETSIZE && p->n < POLLER_MAX_THREADS;
          cpu++) {
         pthread_attr_t attr;
+        struct sched_param sp = {0};
         cpu_set_t one;
         int rv;
         if (!CPU_ISSET(cpu, &set))
             continue;
         CPU_ZERO(&one);
         CPU_SET(cpu, &one);
+        /* SCHED_IDLE from the start, or no thread at all: a spinner at
+         * normal priority would take CPU from real work. */
         pthread_attr_init(&attr);
         pthread_attr_setstacksize(&attr, 64 * 1024);
-        pthread_attr_setaffinity_np(&attr, sizeof(one), &one);
-        rv = pthread_create(&p->threads[p->n], &attr, poller_main, p);
+        rv = pthread_attr_setaffinity_np(&attr, sizeof(one), &one);
+        if (rv == 0)
+            rv = pthread_attr_setinheritsched(&attr, PTHREAD_EXPLICIT_SCHED);
+        if (rv == 0)
+            rv = pthread_attr_setschedpolicy(&attr, SCHED_IDLE);
+        if (rv == 0)
+            rv = pthread_attr_setschedparam(&attr, &sp);
+        if (rv == 0)
+            rv = pthread_create(&p->threads[p->n], &attr, poller_main, p);
         pthread_attr_destroy(&attr);
         if (rv != 0) {
             poller_stop(p);

@@ -4,7 +4,11 @@
 #include "poller.h"
 #include "test.h"
 
+#include <dirent.h>
 #include <sched.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
 #include <time.h>
 
 static double now_s(void)
@@ -61,6 +65,49 @@ static struct poller *start_asleep(void)
         return NULL;
     }
     return p;
+}
+
+/* Threads of this process named raftd-poll, and how many of them run at
+ * SCHED_IDLE. */
+static void count_pollers(int *all, int *idle)
+{
+    DIR *d = opendir("/proc/self/task");
+    struct dirent *e;
+    *all = *idle = 0;
+    if (d == NULL)
+        return;
+    while ((e = readdir(d)) != NULL) {
+        char path[300], comm[32] = "";
+        FILE *f;
+        if (e->d_name[0] == '.')
+            continue;
+        snprintf(path, sizeof(path), "/proc/self/task/%s/comm", e->d_name);
+        f = fopen(path, "r");
+        if (f == NULL)
+            continue;
+        if (fgets(comm, sizeof(comm), f) != NULL &&
+            strcmp(comm, "raftd-poll\n") == 0) {
+            (*all)++;
+            if (sched_getscheduler(atoi(e->d_name)) == SCHED_IDLE)
+                (*idle)++;
+        }
+        fclose(f);
+    }
+    closedir(d);
+}
+
+TEST(threads_run_at_sched_idle)
+{
+    struct poller *p = start_asleep();
+    int all, idle;
+    if (p == NULL)
+        return;
+    count_pollers(&all, &idle);
+    ASSERT_EQ(all, poller_threads(p));
+    ASSERT_EQ(idle, all);
+    poller_stop(p);
+    count_pollers(&all, &idle);
+    ASSERT_EQ(all, 0);
 }
 
 TEST(sleeps_without_window)
@@ -122,6 +169,7 @@ TEST(null_is_off)
     poller_stop(NULL);
 }
 
-TEST_MAIN(TEST_ENTRY(sleeps_without_window),
+TEST_MAIN(TEST_ENTRY(threads_run_at_sched_idle),
+          TEST_ENTRY(sleeps_without_window),
           TEST_ENTRY(window_wakes_then_sleeps), TEST_ENTRY(stops_mid_spin),
           TEST_ENTRY(null_is_off))
