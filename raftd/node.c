@@ -384,66 +384,216 @@ struct node_batch {
 static int meta_decode(const unsigned char *p, size_t len,
                        struct raft_snapshot_meta *m);
 
-/* The core wants snapshot m->snapshot.index sent to m->to: queue our
+/* A snapshot file on its way to one peer: read from the file and queued
+ * piece by piece as the peer's socket takes them, then the
+ * RAFT_MSG_SNAPSHOT; never more than NODE_SNAP_WINDOW bytes of it in
+ * memory. */
+struct node_snap_send {
+    struct node_snap_send *next;
+    uint64_t to;
+    uint64_t conn; /* peer_transport_conn when it started */
+    struct snap_reader *sr;
+    struct raft_message msg;
+    uint64_t off, total;
+    unsigned char buf[NODE_SNAP_CHUNK]; /* the piece being read */
+};
+
+static void snap_send_free(struct node_snap_send *s)
+{
+    snap_reader_free(s->sr);
+    free(s);
+}
+
+/* The core wants snapshot m->snapshot.index sent to m->to: stream our
  * newest snapshot file (replacing the message's meta with the file's if a
  * newer one was saved meanwhile, as raft.h requires), then the message.
- * The file is read on the loop thread (blocking; snapshots are small next
- * to the frame limit). Reported to the core at once: a snapshot lost with
- * its connection is probed for and sent again. */
+ * The core hears how it went when the message is queued or the transfer
+ * fails (node_snap_pump); a request while one is under way for that peer
+ * is dropped, the core asks again. */
 static void node_send_snapshot(struct raftd *n, const struct raft_message *m)
 {
-    struct snap_reader *sr = NULL;
-    struct raft_message copy = *m;
-    struct store_buf file;
+    struct node_snap_send *s;
+    struct stat st;
     const void *meta;
     size_t ml;
     int rv;
 
-    store_buf_init(&file);
-    rv = snap_reader_open(&n->snap_opts, &sr);
+    for (s = n->snap_sends; s != NULL; s = s->next)
+        if (s->to == m->to)
+            return;
+    s = calloc(1, sizeof(*s));
+    if (s == NULL) {
+        raft_report_snapshot(n->raft, m->to, false);
+        return;
+    }
+    s->to = m->to;
+    s->msg = *m;
+    s->conn = peer_transport_conn(n->peers, m->to);
+    rv = s->conn == 0 ? -ENOTCONN : snap_reader_open(&n->snap_opts, &s->sr);
     if (rv == 0) {
-        meta = snap_reader_meta(sr, &ml);
-        rv = meta_decode(meta, ml, &copy.snapshot);
+        meta = snap_reader_meta(s->sr, &ml);
+        rv = meta_decode(meta, ml, &s->msg.snapshot);
     }
-    while (rv == 0) {
-        char chunk[65536];
-        size_t got = 0;
-        rv = snap_reader_read_file(sr, chunk, sizeof(chunk), &got);
-        if (rv != 0 || got == 0)
-            break;
-        rv = store_buf_append(&file, chunk, got);
+    if (rv == 0 && stat(snap_reader_path(s->sr), &st) != 0)
+        rv = -errno;
+    if (rv != 0) {
+        raftd_logf(&n->log, RAFTD_LOG_WARN, "raft",
+                   "cannot send a snapshot to peer %llx: %s",
+                   (unsigned long long)m->to, strerror(-rv));
+        if (s->sr)
+            snap_reader_free(s->sr);
+        free(s);
+        raft_report_snapshot(n->raft, m->to, false);
+        return;
     }
-    if (sr)
-        snap_reader_free(sr);
-    if (rv == 0)
-        rv = peer_transport_send_snapshot(n->peers, m->to,
-                                          copy.snapshot.term,
-                                          copy.snapshot.index, file.data,
-                                          file.len);
-    if (rv == 0)
-        rv = peer_transport_send(n->peers, &copy);
-    raftd_logf(&n->log, rv == 0 ? RAFTD_LOG_INFO : RAFTD_LOG_WARN, "raft",
-               "sending snapshot at index %llu (%zu bytes) to peer %llx: %s",
-               (unsigned long long)copy.snapshot.index, file.len,
-               (unsigned long long)m->to, rv == 0 ? "queued" : strerror(-rv));
-    store_buf_free(&file);
-    raft_report_snapshot(n->raft, m->to, rv == 0);
+    s->total = (uint64_t)st.st_size;
+    s->next = n->snap_sends;
+    n->snap_sends = s;
+    raftd_logf(&n->log, RAFTD_LOG_INFO, "raft",
+               "sending snapshot at index %llu (%llu bytes) to peer %llx",
+               (unsigned long long)s->msg.snapshot.index,
+               (unsigned long long)s->total, (unsigned long long)m->to);
 }
 
-/* A snapshot file streamed by the leader: kept for the message after it. */
-void node_recv_snapshot(void *data, uint64_t from, uint64_t term,
-                               uint64_t index, const uint8_t *file,
-                               size_t len)
+/* Queue the next pieces of one transfer while its peer has room. 1: done
+ * (the message is queued), 0: more to send, negative errno: failed. */
+static int snap_send_step(struct raftd *n, struct node_snap_send *s)
+{
+    unsigned char *buf = s->buf;
+    int pieces = 0;
+    if (peer_transport_conn(n->peers, s->to) != s->conn)
+        return -ECONNRESET; /* what was queued went with the connection */
+    while (s->off < s->total &&
+           peer_transport_pending(n->peers, s->to) < NODE_SNAP_WINDOW) {
+        struct peer_snap_piece piece;
+        size_t got = 0;
+        int rv;
+        if (pieces++ == 4)
+            return 0; /* let the loop serve others; kicked again */
+        while (got < NODE_SNAP_CHUNK && s->off + got < s->total) {
+            size_t n_read = 0;
+            rv = snap_reader_read_file(s->sr, buf + got,
+                                       NODE_SNAP_CHUNK - got, &n_read);
+            if (rv != 0)
+                return rv;
+            if (n_read == 0)
+                return -EIO; /* shorter than its size said */
+            got += n_read;
+        }
+        piece.term = s->msg.snapshot.term;
+        piece.index = s->msg.snapshot.index;
+        piece.offset = s->off;
+        piece.total = s->total;
+        piece.data = buf;
+        piece.len = got;
+        rv = peer_transport_send_snapshot(n->peers, s->to, &piece);
+        if (rv != 0)
+            return rv;
+        s->off += got;
+    }
+    if (s->off < s->total)
+        return 0;
+    return peer_transport_send(n->peers, &s->msg) == 0 ? 1 : -ENOBUFS;
+}
+
+/* Every loop turn: move the snapshot transfers on. A transfer waiting for
+ * its peer's socket is woken by the write completing (an I/O event). */
+static void node_snap_pump(struct raftd *n)
+{
+    struct node_snap_send **pp = &n->snap_sends;
+    bool more = false;
+    while (*pp != NULL) {
+        struct node_snap_send *s = *pp;
+        int rv = snap_send_step(n, s);
+        if (rv == 0) {
+            if (peer_transport_pending(n->peers, s->to) < NODE_SNAP_WINDOW)
+                more = true;
+            pp = &s->next;
+            continue;
+        }
+        raftd_logf(&n->log, rv > 0 ? RAFTD_LOG_INFO : RAFTD_LOG_WARN, "raft",
+                   "snapshot at index %llu to peer %llx: %s",
+                   (unsigned long long)s->msg.snapshot.index,
+                   (unsigned long long)s->to,
+                   rv > 0 ? "sent" : strerror(-rv));
+        raft_report_snapshot(n->raft, s->to, rv > 0);
+        *pp = s->next;
+        snap_send_free(s);
+    }
+    if (more)
+        node_kick(n);
+}
+
+static void snap_sends_free(struct raftd *n)
+{
+    while (n->snap_sends != NULL) {
+        struct node_snap_send *s = n->snap_sends;
+        n->snap_sends = s->next;
+        snap_send_free(s);
+    }
+}
+
+static void recv_snap_reset(struct raftd *n)
+{
+    if (n->recv_w != NULL)
+        snap_writer_abort(n->recv_w);
+    n->recv_w = NULL;
+    n->recv_off = n->recv_total = 0;
+    n->recv_w_term = n->recv_w_index = 0;
+    n->recv_snap_term = n->recv_snap_index = 0;
+}
+
+/* A piece of a snapshot file the leader streams: written to a temp file
+ * as it comes. A piece out of order (a connection was lost) drops the
+ * transfer; the leader starts over when its core asks again. */
+void node_recv_snapshot(void *data, uint64_t from,
+                        const struct peer_snap_piece *s)
 {
     struct raftd *n = data;
+    int rv;
     (void)from;
     if (n->closing)
         return;
-    n->recv_snap.len = 0;
-    n->recv_snap_term = n->recv_snap_index = 0;
-    if (store_buf_append(&n->recv_snap, file, len) == 0) {
-        n->recv_snap_term = term;
-        n->recv_snap_index = index;
+    if (s->offset == 0) {
+        recv_snap_reset(n);
+        rv = snap_writer_new_file(&n->snap_opts, s->term, s->index,
+                                  &n->recv_w);
+        if (rv != 0) {
+            n->recv_w = NULL;
+            raftd_logf(&n->log, RAFTD_LOG_ERROR, "raftd",
+                       "cannot receive the snapshot at index %llu: %s",
+                       (unsigned long long)s->index, strerror(-rv));
+            return;
+        }
+        n->recv_w_term = s->term;
+        n->recv_w_index = s->index;
+        n->recv_total = s->total;
+    }
+    if (n->recv_w == NULL || s->term != n->recv_w_term ||
+        s->index != n->recv_w_index || s->total != n->recv_total ||
+        s->offset != n->recv_off) {
+        if (n->recv_w != NULL)
+            raftd_logf(&n->log, RAFTD_LOG_WARN, "raftd",
+                       "snapshot at index %llu: piece at offset %llu, "
+                       "expected %llu; dropped the transfer",
+                       (unsigned long long)n->recv_w_index,
+                       (unsigned long long)s->offset,
+                       (unsigned long long)n->recv_off);
+        recv_snap_reset(n);
+        return;
+    }
+    rv = s->len ? snap_writer_write_file(n->recv_w, s->data, s->len) : 0;
+    if (rv != 0) {
+        raftd_logf(&n->log, RAFTD_LOG_ERROR, "raftd",
+                   "writing the snapshot at index %llu: %s",
+                   (unsigned long long)s->index, strerror(-rv));
+        recv_snap_reset(n);
+        return;
+    }
+    n->recv_off += s->len;
+    if (n->recv_off == n->recv_total) {
+        n->recv_snap_term = s->term;
+        n->recv_snap_index = s->index;
     }
 }
 
@@ -544,20 +694,18 @@ static int node_install_snapshot(struct raftd *n,
     struct wal_snapshot ws;
     int rv;
 
-    if (sm->index != n->recv_snap_index || n->recv_snap.len == 0) {
+    if (sm->index != n->recv_snap_index || sm->term != n->recv_snap_term ||
+        n->recv_w == NULL) {
         raftd_logf(&n->log, RAFTD_LOG_ERROR, "raftd",
                    "snapshot at index %llu to install but no file for it",
                    (unsigned long long)sm->index);
         return -EIO;
     }
-    rv = snap_writer_new_file(&n->snap_opts, sm->term, sm->index, &w);
-    if (rv == 0) {
-        rv = snap_writer_write_file(w, n->recv_snap.data, n->recv_snap.len);
-        if (rv == 0)
-            rv = snap_writer_commit(w);
-        else
-            snap_writer_abort(w);
-    }
+    /* Verifies every byte received, fsyncs, renames into place. */
+    w = n->recv_w;
+    n->recv_w = NULL;
+    recv_snap_reset(n);
+    rv = snap_writer_commit(w);
     if (rv == 0)
         rv = snap_reader_open_at(&n->snap_opts, sm->term, sm->index, &sr);
     if (rv == 0) {
@@ -585,9 +733,6 @@ static int node_install_snapshot(struct raftd *n,
     /* The snapshot may carry membership changes this member never saw
      * as entries (members added, re-pointed or removed meanwhile). */
     members_changed(n);
-    store_buf_free(&n->recv_snap); /* may be large: do not keep it */
-    store_buf_init(&n->recv_snap);
-    n->recv_snap_index = n->recv_snap_term = 0;
     raftd_logf(&n->log, RAFTD_LOG_INFO, "raftd",
                "installed the leader's snapshot at index %llu",
                (unsigned long long)sm->index);
@@ -889,6 +1034,8 @@ static void node_process(struct raftd *n)
     }
     if (n->closing)
         return;
+    if (n->snap_sends != NULL)
+        node_snap_pump(n);
     peer_transport_flush(n->peers);
     if (n->reads_ready)
         node_serve_reads(n);
@@ -1462,7 +1609,8 @@ static void node_free(struct raftd *n)
         store_free(n->store);
     members_free(n);
     store_buf_free(&n->scratch);
-    store_buf_free(&n->recv_snap);
+    recv_snap_reset(n);
+    snap_sends_free(n);
     stats_free(n);
     free(n->member_dir);
     free(n->wal_dir);

@@ -128,10 +128,15 @@ struct raftd {
     void *stop_arg;
     bool publish_applied;
     int64_t publish_ns;
-    /* The last snapshot file a leader streamed to us, kept until the
-     * RAFT_MSG_SNAPSHOT that follows it is installed (or replaced). */
-    struct store_buf recv_snap;
+    /* The snapshot file a leader is streaming to us, written piece by
+     * piece into a temp file (snap_writer_new_file) and committed when
+     * the RAFT_MSG_SNAPSHOT that follows it is installed. recv_snap_term
+     * and recv_snap_index are set once every byte has arrived. */
+    struct snap_writer *recv_w;
+    uint64_t recv_w_term, recv_w_index, recv_off, recv_total;
     uint64_t recv_snap_term, recv_snap_index;
+    /* Snapshot files being sent, one per peer at most (node.c). */
+    struct node_snap_send *snap_sends;
 
     /* Proposals waiting for their entry to be applied, by request id. */
     struct raftd_write_req *waiters[NODE_WAITER_BUCKETS];
@@ -205,12 +210,18 @@ struct raftd {
 #define PEER_FRAME_MAX (64u << 20)      /* kind + payload */
 #define PEER_KIND_HELLO 1
 #define PEER_KIND_MESSAGE 2
-#define PEER_KIND_SNAPSHOT 3 /* be64 term, be64 index, the .snap file */
+/* A piece of a .snap file: be64 term, index, offset, total, then the bytes
+ * [offset, offset + n) of the file of total bytes. */
+#define PEER_KIND_SNAPSHOT 3
 #define PEER_KIND_REMOVED 4  /* listener -> a removed member; empty */
 #define PEER_KIND_MEMBERS_REQ 5 /* a joining member's first frame; empty */
 #define PEER_KIND_MEMBERS 6  /* the answer: JSON, see members.c */
 #define PEER_QUEUE_MAX_BYTES (16u << 20) /* per peer, encoded, unsent */
 #define PEER_QUEUE_MAX_MSGS 8192u
+/* A snapshot goes out in pieces of this size, at most NODE_SNAP_WINDOW
+ * bytes of them queued or in flight per peer (node.c). */
+#define NODE_SNAP_CHUNK (1u << 20)
+#define NODE_SNAP_WINDOW (2u * NODE_SNAP_CHUNK)
 #define PEER_BACKOFF_MIN_MS 20u
 #define PEER_BACKOFF_MAX_MS 500u
 
@@ -235,11 +246,16 @@ int peer_frame_encode(uint8_t kind, const void *payload, size_t len,
 /* Append one frame to out. 0, -ENOMEM, -EMSGSIZE, -EINVAL. */
 int peer_hello_encode(const struct peer_hello *h, struct store_buf *out);
 int peer_msg_encode(const struct raft_message *m, struct store_buf *out);
-int peer_snap_encode(uint64_t term, uint64_t index, const void *file,
-                     size_t len, struct store_buf *out);
-/* A snapshot payload: *file points into p. 0 or -EBADMSG. */
-int peer_snap_decode(const uint8_t *p, size_t len, uint64_t *term,
-                     uint64_t *index, const uint8_t **file, size_t *flen);
+/* A snapshot piece: s->data[0..s->len) is the file's bytes at s->offset. */
+struct peer_snap_piece {
+    uint64_t term, index, offset, total;
+    const uint8_t *data;
+    size_t len;
+};
+int peer_snap_encode(const struct peer_snap_piece *s, struct store_buf *out);
+/* s->data points into p. 0, or -EBADMSG (short, index 0, or the piece
+ * reaching past total). */
+int peer_snap_decode(const uint8_t *p, size_t len, struct peer_snap_piece *s);
 /* The first frame in buf[0..len): returns its total size (> 0) and sets
  * kind, payload (pointing into buf) and plen; 0 if buf holds only part of
  * a frame; -EBADMSG for a bad length or kind. */
@@ -260,10 +276,11 @@ struct peer_callbacks {
     /* A message from a peer (m borrowed for the call; m->from is the
      * authenticated sender, m->to this member). */
     void (*recv)(void *data, const struct raft_message *m);
-    /* A snapshot file from peer `from` (bytes borrowed for the call); the
-     * RAFT_MSG_SNAPSHOT message describing it follows. May be NULL. */
-    void (*snapshot)(void *data, uint64_t from, uint64_t term,
-                     uint64_t index, const uint8_t *file, size_t len);
+    /* A piece of a snapshot file from peer `from` (bytes borrowed for the
+     * call); the pieces come in order, then the RAFT_MSG_SNAPSHOT message
+     * describing the file. May be NULL. */
+    void (*snapshot)(void *data, uint64_t from,
+                     const struct peer_snap_piece *s);
     /* Peer `from` refused us as a member removed from the cluster. */
     void (*removed)(void *data, uint64_t from);
     /* The answer to a joining member's MEMBERS_REQ, appended to out.
@@ -291,11 +308,18 @@ int peer_transport_listen(struct peer_transport *t, const char *url);
 int peer_transport_send(struct peer_transport *t, const struct raft_message *m);
 /* The port the first listener bound (useful with port 0), or 0. */
 int peer_transport_port(const struct peer_transport *t);
-/* Queue a snapshot file for peer `to` (before its RAFT_MSG_SNAPSHOT).
- * Same errors as peer_transport_send, and -EMSGSIZE past PEER_FRAME_MAX. */
+/* Queue a piece of a snapshot file for peer `to` (the pieces in order,
+ * then its RAFT_MSG_SNAPSHOT). Same errors as peer_transport_send, and
+ * -EMSGSIZE past PEER_FRAME_MAX. */
 int peer_transport_send_snapshot(struct peer_transport *t, uint64_t to,
-                                 uint64_t term, uint64_t index,
-                                 const void *file, size_t len);
+                                 const struct peer_snap_piece *s);
+/* Bytes queued for peer `to` or being written to its socket (0 for an
+ * unknown peer). */
+size_t peer_transport_pending(const struct peer_transport *t, uint64_t to);
+/* Which connection to peer `to` is current: a number that changes each
+ * time the connection is lost; 0 when there is none (or no such peer).
+ * What was queued on a lost connection is gone. */
+uint64_t peer_transport_conn(const struct peer_transport *t, uint64_t to);
 /* Start writing what was queued (once per loop turn). */
 void peer_transport_flush(struct peer_transport *t);
 /* True if an outbound connection to id is up. */
@@ -309,8 +333,8 @@ int64_t node_now_ns(void);
 void node_kick(struct raftd *n);
 /* The transport's callbacks (node.c). */
 void node_recv(void *data, const struct raft_message *m);
-void node_recv_snapshot(void *data, uint64_t from, uint64_t term,
-                        uint64_t index, const uint8_t *file, size_t len);
+void node_recv_snapshot(void *data, uint64_t from,
+                        const struct peer_snap_piece *s);
 
 /* ---- membership (members.c) ------------------------------------------- */
 

@@ -55,6 +55,7 @@ struct peer_out {
     size_t queued_msgs;
     struct store_buf writing; /* frames of the uv_write in flight */
     bool write_busy;
+    uint64_t losses; /* connections lost so far (peer_transport_conn) */
     unsigned backoff_ms;
     bool logged_down;
     /* Removed from the configuration (or the transport is closing): no
@@ -210,6 +211,7 @@ static void out_drop(struct peer_out *p, const char *why)
         p->logged_down = true;
     }
     p->state = PEER_DOWN;
+    p->losses++;
     p->queue.len = 0;
     p->queued_msgs = 0;
     uv_close((uv_handle_t *)&p->tcp, out_closed);
@@ -414,8 +416,7 @@ static bool peer_removed(const struct peer_transport *t, uint64_t id)
 }
 
 int peer_transport_send_snapshot(struct peer_transport *t, uint64_t to,
-                                 uint64_t term, uint64_t index,
-                                 const void *file, size_t len)
+                                 const struct peer_snap_piece *s)
 {
     struct peer_out *p;
     size_t old;
@@ -430,13 +431,29 @@ int peer_transport_send_snapshot(struct peer_transport *t, uint64_t to,
     if (p->queue.len >= PEER_QUEUE_MAX_BYTES)
         return -ENOBUFS;
     old = p->queue.len;
-    rv = peer_snap_encode(term, index, file, len, &p->queue);
+    rv = peer_snap_encode(s, &p->queue);
     if (rv != 0) {
         p->queue.len = old;
         return rv;
     }
     p->queued_msgs++;
     return 0;
+}
+
+size_t peer_transport_pending(const struct peer_transport *t, uint64_t to)
+{
+    const struct peer_out *p = peer_find(t, to);
+    if (p == NULL)
+        return 0;
+    return p->queue.len + (p->write_busy ? p->writing.len : 0);
+}
+
+uint64_t peer_transport_conn(const struct peer_transport *t, uint64_t to)
+{
+    const struct peer_out *p = peer_find(t, to);
+    if (p == NULL || (p->state != PEER_UP && p->state != PEER_CONNECTING))
+        return 0;
+    return p->losses + 1;
 }
 
 int peer_transport_send(struct peer_transport *t, const struct raft_message *m)
@@ -608,13 +625,11 @@ static int in_frame(struct peer_in *in, uint8_t kind, const uint8_t *p,
         return 0;
     }
     if (kind == PEER_KIND_SNAPSHOT) {
-        uint64_t term, index;
-        const uint8_t *file;
-        size_t flen;
-        if (peer_snap_decode(p, len, &term, &index, &file, &flen) != 0)
+        struct peer_snap_piece s;
+        if (peer_snap_decode(p, len, &s) != 0)
             return -1;
         if (t->cb.snapshot)
-            t->cb.snapshot(t->cb.data, in->from, term, index, file, flen);
+            t->cb.snapshot(t->cb.data, in->from, &s);
         return 0;
     }
     if (kind != PEER_KIND_MESSAGE)

@@ -172,37 +172,40 @@ static uint64_t get_be64(const uint8_t *p)
     return v;
 }
 
-int peer_snap_encode(uint64_t term, uint64_t index, const void *file,
-                     size_t len, struct store_buf *out)
+int peer_snap_encode(const struct peer_snap_piece *s, struct store_buf *out)
 {
     size_t old = out->len;
     unsigned char *p;
-    int rv = frame_head(out, PEER_KIND_SNAPSHOT, 16 + len);
+    int rv = frame_head(out, PEER_KIND_SNAPSHOT, 32 + s->len);
     if (rv != 0)
         return rv;
-    p = buf_reserve(out, 16 + len);
+    p = buf_reserve(out, 32 + s->len);
     if (p == NULL) {
         out->len = old;
         return -ENOMEM;
     }
-    put_be64(p, term);
-    put_be64(p + 8, index);
-    if (len)
-        memcpy(p + 16, file, len);
+    put_be64(p, s->term);
+    put_be64(p + 8, s->index);
+    put_be64(p + 16, s->offset);
+    put_be64(p + 24, s->total);
+    if (s->len)
+        memcpy(p + 32, s->data, s->len);
     return 0;
 }
 
-int peer_snap_decode(const uint8_t *p, size_t len, uint64_t *term,
-                     uint64_t *index, const uint8_t **file, size_t *flen)
+int peer_snap_decode(const uint8_t *p, size_t len, struct peer_snap_piece *s)
 {
-    if (len < 16)
+    if (len < 32)
         return -EBADMSG;
-    *term = get_be64(p);
-    *index = get_be64(p + 8);
-    if (*index == 0)
+    s->term = get_be64(p);
+    s->index = get_be64(p + 8);
+    s->offset = get_be64(p + 16);
+    s->total = get_be64(p + 24);
+    s->data = p + 32;
+    s->len = len - 32;
+    if (s->index == 0 || s->offset > s->total ||
+        s->len > s->total - s->offset)
         return -EBADMSG;
-    *file = p + 16;
-    *flen = len - 16;
     return 0;
 }
 

@@ -25,11 +25,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             struct peer_hello h;
             (void)peer_hello_decode(payload, plen, &h);
         } else if (kind == PEER_KIND_SNAPSHOT) {
-            uint64_t term, index;
-            const uint8_t *file;
-            size_t flen;
-            (void)peer_snap_decode(payload, plen, &term, &index, &file,
-                                   &flen);
+            struct peer_snap_piece s;
+            if (peer_snap_decode(payload, plen, &s) == 0 &&
+                (s.offset > s.total || s.len > s.total - s.offset))
+                abort(); /* a piece reaching past its file got through */
         } else if (kind == PEER_KIND_MEMBERS) {
             struct members_answer a;
             if (members_answer_parse(payload, plen, &a) == 0)

@@ -106,31 +106,55 @@ TEST(snapshot_meta_and_hello)
     store_buf_free(&b);
 }
 
-TEST(snapshot_file_frame)
+/* Encode in as a frame and decode it back into out: what the decoder
+ * returns (-1 if the frame itself did not parse). */
+static int piece_round_trip(const struct peer_snap_piece *in,
+                            struct peer_snap_piece *out, struct store_buf *b)
+{
+    const uint8_t *payload;
+    size_t plen;
+    uint8_t kind;
+    b->len = 0;
+    if (peer_snap_encode(in, b) != 0 ||
+        peer_frame_next(b->data, b->len, &kind, &payload, &plen) !=
+            (int)b->len ||
+        kind != PEER_KIND_SNAPSHOT)
+        return -1;
+    return peer_snap_decode(payload, plen, out);
+}
+
+TEST(snapshot_piece_frame)
 {
     struct store_buf b;
-    const uint8_t *payload, *file;
-    size_t plen, flen;
-    uint8_t kind;
-    uint64_t term, index;
+    struct peer_snap_piece in = {.term = 7, .index = 4242, .offset = 100,
+                                 .total = 108,
+                                 .data = (const uint8_t *)"SNAPDATA",
+                                 .len = 8},
+                           out;
 
     store_buf_init(&b);
-    ASSERT_OK(peer_snap_encode(7, 4242, "SNAPDATA", 8, &b));
-    ASSERT_EQ(b.len, 5 + 16 + 8);
-    ASSERT_EQ(peer_frame_next(b.data, b.len, &kind, &payload, &plen),
-              (int)b.len);
-    ASSERT_EQ(kind, PEER_KIND_SNAPSHOT);
-    ASSERT_OK(peer_snap_decode(payload, plen, &term, &index, &file, &flen));
-    ASSERT_EQ(term, 7);
-    ASSERT_EQ(index, 4242);
-    ASSERT_EQ(flen, 8);
-    ASSERT(memcmp(file, "SNAPDATA", 8) == 0);
-    /* too short for the header, and index 0 */
-    ASSERT_EQ(peer_snap_decode(payload, 15, &term, &index, &file, &flen),
+    ASSERT_OK(piece_round_trip(&in, &out, &b));
+    ASSERT_EQ(b.len, 5 + 32 + 8);
+    ASSERT_EQ(out.term, 7);
+    ASSERT_EQ(out.index, 4242);
+    ASSERT_EQ(out.offset, 100);
+    ASSERT_EQ(out.total, 108);
+    ASSERT_EQ(out.len, 8);
+    ASSERT(memcmp(out.data, "SNAPDATA", 8) == 0);
+    /* too short for the header */
+    ASSERT_EQ(peer_snap_decode((const uint8_t *)b.data + 5, 31, &out),
               -EBADMSG);
-    memset((char *)b.data + 5, 0, 16);
-    ASSERT_EQ(peer_snap_decode(payload, plen, &term, &index, &file, &flen),
-              -EBADMSG);
+    /* a piece reaching past the file's end */
+    in.total = 107;
+    ASSERT_EQ(piece_round_trip(&in, &out, &b), -EBADMSG);
+    /* an offset past the end */
+    in.offset = 200;
+    in.len = 0;
+    ASSERT_EQ(piece_round_trip(&in, &out, &b), -EBADMSG);
+    /* index 0 */
+    in.offset = 0;
+    in.index = 0;
+    ASSERT_EQ(piece_round_trip(&in, &out, &b), -EBADMSG);
     store_buf_free(&b);
 }
 
@@ -528,6 +552,6 @@ TEST(removed_member_is_told_and_join_is_answered)
 }
 
 TEST_MAIN(TEST_ENTRY(message_round_trip), TEST_ENTRY(snapshot_meta_and_hello),
-          TEST_ENTRY(snapshot_file_frame), TEST_ENTRY(bad_input), TEST_ENTRY(listener_checks_cluster_id),
+          TEST_ENTRY(snapshot_piece_frame), TEST_ENTRY(bad_input), TEST_ENTRY(listener_checks_cluster_id),
           TEST_ENTRY(dials_from_own_peer_address),
           TEST_ENTRY(removed_member_is_told_and_join_is_answered))

@@ -229,16 +229,18 @@ def keys_on(m, d, timeout=2.0):
         cl.close()
 
 
-def put_many(m, n_keys, n_threads=8, fmt="/snap/k%05d"):
-    """PUT fmt % i = "v<i>" for i < n_keys on member m from n_threads
-    threads; returns the failures [(i, status)]."""
+def put_many(m, n_keys, n_threads=8, fmt="/snap/k%05d", value=None):
+    """PUT fmt % i = value(i) ("v<i>" by default) for i < n_keys on member
+    m from n_threads threads; returns the failures [(i, status)]."""
+    if value is None:
+        value = lambda i: "v%d" % i
     failures = []
 
     def writer(t):
         cl = m.client(10)
         try:
             for i in range(t, n_keys, n_threads):
-                r = cl.put(fmt % i, value="v%d" % i)
+                r = cl.put(fmt % i, value=value(i))
                 if r.status not in (200, 201):
                     failures.append((i, r.status))
         finally:

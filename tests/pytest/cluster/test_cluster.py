@@ -3,7 +3,10 @@
 # leader is replaced within 3 election timeouts and no acknowledged write
 # is lost; a killed follower restarted catches up. Timers are small
 # (heartbeat 50 ms, election 500 ms); every process is killed in teardown.
+import base64
+import hashlib
 import os
+import re
 import sys
 import threading
 import time
@@ -175,9 +178,21 @@ def snap_cluster(request):
                           extra_args=["--snapshot-count", "1000"])
 
 
+def big_value(i):
+    """About 1 KB that LZ4 cannot shrink much: the snapshot of 6500 of
+    them spans several 1 MiB pieces."""
+    h = hashlib.sha512(b"%d" % i).digest()
+    out = bytearray()
+    while len(out) < 760:
+        h = hashlib.sha512(h).digest()
+        out += h
+    return "v%d-" % i + base64.b64encode(bytes(out)).decode()
+
+
 def test_lagging_follower_gets_a_snapshot(snap_cluster):
     """A follower down while the leader wrote more entries than it keeps
-    after a snapshot (5000) is sent the snapshot file and catches up."""
+    after a snapshot (5000) is streamed the snapshot file, in pieces, and
+    catches up."""
     c = snap_cluster
     leader = c.wait_leader()
     f = next(m for m in c.members if m is not leader)
@@ -188,19 +203,23 @@ def test_lagging_follower_gets_a_snapshot(snap_cluster):
     # inside that window now and then (caught up from the log, no
     # snapshot); 6500 puts it 1000 entries out.
     n_keys = 6500
-    failures = cu.put_many(leader, n_keys)
+    failures = cu.put_many(leader, n_keys, value=big_value)
     assert not failures, failures[:5]
     cu.poll(lambda: "saved snapshot" in leader.stderr_text(), 20,
             "a snapshot on the leader")
     f.start()
     c.wait_serving(f, 30)
 
-    def caught_up():
-        got = keys_on(f, "/snap", timeout=5)
-        return got is not None and len(got) == n_keys and \
-            got["/snap/k%05d" % (n_keys - 1)] == "v%d" % (n_keys - 1)
-    cu.poll(caught_up, 30, "the lagging follower catching up", interval=0.2)
+    want = {"/snap/k%05d" % i: big_value(i) for i in range(n_keys)}
+    cu.poll(lambda: keys_on(f, "/snap", timeout=5) == want, 30,
+            "the lagging follower catching up", interval=0.2)
     assert "installed the leader's snapshot" in f.stderr_text()
+    sent = [int(b) for b in re.findall(
+        r"sending snapshot at index \d+ \((\d+) bytes\) to peer",
+        leader.stderr_text())]
+    assert sent and max(sent) > 3 * (1 << 20), sent  # several pieces
+    assert re.search(r"snapshot at index \d+ to peer \w+: sent",
+                     leader.stderr_text())
     # it keeps following: a new write reaches it
     assert try_put(leader, "/snap/after", "x", timeout=5) in (200, 201)
     cu.poll(lambda: value_on(f, "/snap/after") == "x", 10, "a write after the snapshot")
@@ -209,7 +228,7 @@ def test_lagging_follower_gets_a_snapshot(snap_cluster):
     f.start()
     c.wait_serving(f, 30)
     cu.poll(lambda: value_on(f, "/snap/after") == "x", 10, "state after restart")
-    assert value_on(f, "/snap/k00000") == "v0"
+    assert value_on(f, "/snap/k00000") == big_value(0)
 
 
 def test_member_of_another_cluster_is_refused(cluster):
