@@ -231,6 +231,54 @@ def test_lagging_follower_gets_a_snapshot(snap_cluster):
     assert value_on(f, "/snap/k00000") == big_value(0)
 
 
+def test_follower_killed_mid_snapshot_catches_up(snap_cluster):
+    """A follower killed while the leader streams it a snapshot: the
+    leader's transfer fails with the connection (and is not reported as
+    sent), the follower's half-written temp file is removed when it
+    restarts, and the next transfer, from the first piece, catches it up."""
+    c = snap_cluster
+    leader = c.wait_leader()
+    f = next(m for m in c.members if m is not leader)
+    f.kill9()
+    # 17 MB: more than loopback's socket buffers and the 2 MiB window
+    # hold, so the leader is still sending when the follower stops.
+    n_keys = 16000
+    failures = cu.put_many(leader, n_keys, fmt="/mid/k%05d", value=big_value)
+    assert not failures, failures[:5]
+    cu.poll(lambda: "saved snapshot" in leader.stderr_text(), 20,
+            "a snapshot on the leader")
+    snap_dir = os.path.join(f.data_dir, "member", "snap")
+    sent_re = re.compile(r"snapshot at index \d+ to peer \w+: sent")
+    f.start()
+    # The follower creates its temp file at the first piece: kill it then.
+    deadline = time.monotonic() + 30
+    tmp = []
+    while not tmp and time.monotonic() < deadline:
+        try:
+            tmp = [x for x in os.listdir(snap_dir) if ".snap.tmp." in x]
+        except FileNotFoundError:
+            pass
+        if not tmp:
+            time.sleep(0.001)
+    assert tmp, "no snapshot transfer began"
+    f.kill9()
+    cut = not sent_re.search(leader.stderr_text())
+    if cut:  # killed mid-transfer: the leader must say it failed
+        cu.poll(lambda: re.search(
+            r"snapshot at index \d+ to peer \w+: (?!sent)",
+            leader.stderr_text()), 15, "the failed transfer on the leader")
+        assert not sent_re.search(leader.stderr_text())
+    f.start()
+    c.wait_serving(f, 30)
+    want = {"/mid/k%05d" % i: big_value(i) for i in range(n_keys)}
+    cu.poll(lambda: keys_on(f, "/mid", timeout=5) == want, 30,
+            "the follower catching up after the cut", interval=0.2)
+    assert sent_re.search(leader.stderr_text())
+    if cut:
+        assert "removed stale temp file" in f.stderr_text()
+    assert not [x for x in os.listdir(snap_dir) if ".snap.tmp." in x]
+
+
 def test_member_of_another_cluster_is_refused(cluster):
     """A raftd bootstrapped into another cluster that names one of our
     members as its peer is refused at the handshake (logged, as etcd), and
