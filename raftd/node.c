@@ -496,18 +496,15 @@ static int snap_send_step(struct raftd *n, struct node_snap_send *s)
     return peer_transport_send(n->peers, &s->msg) == 0 ? 1 : -ENOBUFS;
 }
 
-/* Every loop turn: move the snapshot transfers on. A transfer waiting for
- * its peer's socket is woken by the write completing (an I/O event). */
+/* Every loop turn, before the transport's flush: move the snapshot
+ * transfers on. */
 static void node_snap_pump(struct raftd *n)
 {
     struct node_snap_send **pp = &n->snap_sends;
-    bool more = false;
     while (*pp != NULL) {
         struct node_snap_send *s = *pp;
         int rv = snap_send_step(n, s);
         if (rv == 0) {
-            if (peer_transport_pending(n->peers, s->to) < NODE_SNAP_WINDOW)
-                more = true;
             pp = &s->next;
             continue;
         }
@@ -520,8 +517,18 @@ static void node_snap_pump(struct raftd *n)
         *pp = s->next;
         snap_send_free(s);
     }
-    if (more)
-        node_kick(n);
+}
+
+/* After the flush: a transfer whose socket took everything has room for
+ * more now, and no write completion will come to wake the loop, so keep
+ * the loop turning; one whose socket is full waits for the completion. */
+static void node_snap_keep_going(struct raftd *n)
+{
+    for (struct node_snap_send *s = n->snap_sends; s != NULL; s = s->next)
+        if (peer_transport_pending(n->peers, s->to) < NODE_SNAP_WINDOW) {
+            node_kick(n);
+            return;
+        }
 }
 
 static void snap_sends_free(struct raftd *n)
@@ -1037,6 +1044,8 @@ static void node_process(struct raftd *n)
     if (n->snap_sends != NULL)
         node_snap_pump(n);
     peer_transport_flush(n->peers);
+    if (n->snap_sends != NULL)
+        node_snap_keep_going(n);
     if (n->reads_ready)
         node_serve_reads(n);
     if (!n->published && node_can_publish(n))
