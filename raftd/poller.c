@@ -114,17 +114,9 @@ int poller_start(struct poller **out)
             continue;
         CPU_ZERO(&one);
         CPU_SET(cpu, &one);
-        /* SCHED_IDLE from the start, or no thread at all: a spinner at
-         * normal priority would take CPU from real work. */
         pthread_attr_init(&attr);
         pthread_attr_setstacksize(&attr, 64 * 1024);
         rv = pthread_attr_setaffinity_np(&attr, sizeof(one), &one);
-        if (rv == 0)
-            rv = pthread_attr_setinheritsched(&attr, PTHREAD_EXPLICIT_SCHED);
-        if (rv == 0)
-            rv = pthread_attr_setschedpolicy(&attr, SCHED_IDLE);
-        if (rv == 0)
-            rv = pthread_attr_setschedparam(&attr, &sp);
         if (rv == 0)
             rv = pthread_create(&p->threads[p->n], &attr, poller_main, p);
         pthread_attr_destroy(&attr);
@@ -133,6 +125,16 @@ int poller_start(struct poller **out)
             return -rv;
         }
         p->n++;
+        /* SCHED_IDLE, or no poller at all: a spinner at normal priority
+         * would take CPU from real work. (glibc's thread attributes only
+         * take SCHED_OTHER, FIFO and RR, so it is set on the running
+         * thread, which sleeps until the first window; no window can open
+         * before poller_start returns.) */
+        rv = pthread_setschedparam(p->threads[p->n - 1], SCHED_IDLE, &sp);
+        if (rv != 0) {
+            poller_stop(p);
+            return -rv;
+        }
     }
     *out = p;
     return 0;

@@ -1,6 +1,7 @@
 # raftd takes etcd's command line: flags with one dash or two, "=" or a
 # separate value, ETCD_* environment variables, flag/env conflicts, and
 # refuses unknown flags.
+import os
 import subprocess
 
 import pytest
@@ -114,3 +115,32 @@ def test_two_client_urls(make_server):
     finally:
         a.close()
         b.close()
+
+
+def poller_threads(pid):
+    """(threads named raftd-poll, how many of them run at SCHED_IDLE)."""
+    names = idle = 0
+    for tid in os.listdir("/proc/%d/task" % pid):
+        try:
+            with open("/proc/%d/task/%s/comm" % (pid, tid)) as f:
+                if f.read().strip() != "raftd-poll":
+                    continue
+        except FileNotFoundError:
+            continue
+        names += 1
+        if os.sched_getscheduler(int(tid)) == os.SCHED_IDLE:
+            idle += 1
+    return names, idle
+
+
+@pytest.mark.parametrize("flag", [None, "--idle-poll=false"])
+def test_idle_poller_threads(make_server, flag):
+    """Ours: one SCHED_IDLE poller thread per usable CPU (none on one CPU),
+    none with --idle-poll=false; never a refusal in the log."""
+    if harness.target() != "raftd":
+        pytest.skip("a raftd flag")
+    s = make_server(extra_args=[flag] if flag else [])
+    cpus = len(os.sched_getaffinity(0))
+    want = 0 if flag or cpus < 2 else cpus
+    assert poller_threads(s.proc.pid) == (want, want)
+    assert "idle poller not started" not in s.stderr_text()

@@ -50,8 +50,11 @@ static struct poller *start_asleep(void)
 {
     struct poller *p = NULL;
     cpu_set_t set;
-    if (poller_start(&p) != 0 || sched_getaffinity(0, sizeof(set), &set))
+    if (poller_start(&p) != 0 || sched_getaffinity(0, sizeof(set), &set)) {
+        test_failed_ = 1; /* it must start wherever it has CPUs to use */
+        fprintf(stderr, "poller_start failed\n");
         return NULL;
+    }
     if (CPU_COUNT(&set) < 2 || p == NULL) {
         if (CPU_COUNT(&set) >= 2 || p != NULL)
             test_failed_ = 1; /* a poller exactly when there are CPUs */
