@@ -134,7 +134,9 @@ TEST(window_wakes_then_sleeps)
         return;
     n = poller_threads(p);
     for (int round = 0; round < 3; round++) {
-        poller_extend(p, 10 * 1000000000LL);
+        /* Long enough that a starved SCHED_IDLE thread still finds it
+         * open when it finally runs (the machine may be busy). */
+        poller_extend(p, 60 * 1000000000LL);
         ASSERT_EQ(wait_sleeping(p, 0), 0);
         /* A shorter extend does not cut the window short. */
         poller_extend(p, 1000000);
@@ -143,9 +145,11 @@ TEST(window_wakes_then_sleeps)
         poller_stop(p);
         p = start_asleep();
         ASSERT(p != NULL);
-        /* A short window: awake, then all asleep, then idle again. */
+        /* A short window ends: all asleep again, and idle. (Not checked:
+         * that every thread was awake at once inside it; on a busy
+         * machine a SCHED_IDLE thread may miss 50 ms.) */
         poller_extend(p, 50 * 1000000LL);
-        ASSERT_EQ(wait_sleeping(p, 0), 0);
+        pause_ms(60); /* the window's own length: a deadline, not a race */
         ASSERT_EQ(wait_sleeping(p, n), 0);
         c0 = cpu_s();
         pause_ms(50);
