@@ -1024,6 +1024,27 @@ static void acb(struct wal_append_req *req, int status)
         a->submit_errors++;
 }
 
+/* The shared set-up of the asynchronous tests: slow fdatasync hooks, an
+ * append context expecting total entries from index 1, and a loop that o
+ * points at. Returns uv_loop_init's result. */
+static int async_init(struct slow_hooks *sh, struct actx *a,
+                      uv_loop_t *loop, struct wal_options *o, uint64_t total)
+{
+    memset(sh, 0, sizeof(*sh));
+    th_init(&sh->th);
+    sh->th.h.ctx = sh; /* slow_hooks starts with thooks */
+    sh->th.nosync = 1;
+    sh->th.h.fdatasync = slow_fdatasync;
+    memset(a, 0, sizeof(*a));
+    a->sh = sh;
+    a->next_index = 1;
+    a->total = total;
+    a->order_ok = a->durable_ok = 1;
+    o->loop = loop;
+    o->hooks = &sh->th.h;
+    return uv_loop_init(loop);
+}
+
 TEST(async_group_commit)
 {
     struct tdir t;
@@ -1033,19 +1054,7 @@ TEST(async_group_commit)
     struct wal_read_result res;
     struct wal_options o = {.segment_size = 65536};
     tdir_make(&t);
-    memset(&sh, 0, sizeof(sh));
-    th_init(&sh.th);
-    sh.th.h.ctx = &sh; /* slow_hooks starts with thooks */
-    sh.th.nosync = 1;
-    sh.th.h.fdatasync = slow_fdatasync;
-    memset(&a, 0, sizeof(a));
-    a.sh = &sh;
-    a.next_index = 1;
-    a.total = 3000;
-    a.order_ok = a.durable_ok = 1;
-    ASSERT_OK(uv_loop_init(&loop));
-    o.loop = &loop;
-    o.hooks = &sh.th.h;
+    ASSERT_OK(async_init(&sh, &a, &loop, &o, 3000));
     ASSERT_OK(wal_create(&a.w, t.wal, &MD, &o));
     ASSERT_EQ(wal_append_sync(a.w, NULL, NULL, 0), 0);
     for (int i = 0; i < 64; i++)
@@ -1084,19 +1093,7 @@ TEST(async_lone_append_inline)
     struct actx a;
     struct wal_options o = {.segment_size = 65536};
     tdir_make(&t);
-    memset(&sh, 0, sizeof(sh));
-    th_init(&sh.th);
-    sh.th.h.ctx = &sh;
-    sh.th.nosync = 1;
-    sh.th.h.fdatasync = slow_fdatasync;
-    memset(&a, 0, sizeof(a));
-    a.sh = &sh;
-    a.next_index = 1;
-    a.total = 2; /* acb resubmits nothing */
-    a.order_ok = a.durable_ok = 1;
-    ASSERT_OK(uv_loop_init(&loop));
-    o.loop = &loop;
-    o.hooks = &sh.th.h;
+    ASSERT_OK(async_init(&sh, &a, &loop, &o, 2)); /* acb resubmits nothing */
     ASSERT_OK(wal_create(&a.w, t.wal, &MD, &o));
     ASSERT_OK(asubmit(&a, 0));
     ASSERT_EQ(__atomic_load_n(&sh.synced, __ATOMIC_SEQ_CST), 1); /* inline */
@@ -1132,19 +1129,7 @@ TEST(async_fsync_failure)
     struct wal_options o = {.segment_size = 1u << 20};
     uint64_t acked;
     tdir_make(&t);
-    memset(&sh, 0, sizeof(sh));
-    th_init(&sh.th);
-    sh.th.h.ctx = &sh;
-    sh.th.nosync = 1;
-    sh.th.h.fdatasync = slow_fdatasync;
-    memset(&a, 0, sizeof(a));
-    a.sh = &sh;
-    a.next_index = 1;
-    a.total = 500;
-    a.order_ok = a.durable_ok = 1;
-    ASSERT_OK(uv_loop_init(&loop));
-    o.loop = &loop;
-    o.hooks = &sh.th.h;
+    ASSERT_OK(async_init(&sh, &a, &loop, &o, 500));
     sh.th.fail_kind = HK_FDATASYNC; /* create itself uses only fsync */
     sh.th.fail_at = 5;
     ASSERT_OK(wal_create(&a.w, t.wal, &MD, &o));
@@ -1190,19 +1175,7 @@ TEST(async_close_cancels_queue)
         struct wal_options o = {.segment_size = round % 2 ? 4096 : 1u << 20};
         int closed = 0;
         tdir_make(&t);
-        memset(&sh, 0, sizeof(sh));
-        th_init(&sh.th);
-        sh.th.h.ctx = &sh;
-        sh.th.nosync = 1;
-        sh.th.h.fdatasync = slow_fdatasync;
-        memset(&a, 0, sizeof(a));
-        a.sh = &sh;
-        a.next_index = 1;
-        a.total = 64; /* no resubmission */
-        a.order_ok = a.durable_ok = 1;
-        ASSERT_OK(uv_loop_init(&loop));
-        o.loop = &loop;
-        o.hooks = &sh.th.h;
+        ASSERT_OK(async_init(&sh, &a, &loop, &o, 64)); /* no resubmission */
         ASSERT_OK(wal_create(&a.w, t.wal, &MD, &o));
         for (int i = 0; i < 64; i++)
             ASSERT_OK(asubmit(&a, i));
