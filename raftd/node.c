@@ -455,12 +455,12 @@ static void node_send_snapshot(struct raftd *n, const struct raft_message *m)
                (unsigned long long)s->total, (unsigned long long)m->to);
 }
 
-/* Queue the next pieces of one transfer while its peer has room. 1: done
- * (the message is queued), 0: more to send, negative errno: failed. */
+/* Queue the next pieces of one transfer while its peer has room (the
+ * window bounds a turn's work to about two pieces). 1: done (the message
+ * is queued), 0: more to send, negative errno: failed. */
 static int snap_send_step(struct raftd *n, struct node_snap_send *s)
 {
     unsigned char *buf = s->buf;
-    int pieces = 0;
     if (peer_transport_conn(n->peers, s->to) != s->conn)
         return -ECONNRESET; /* what was queued went with the connection */
     while (s->off < s->total &&
@@ -468,8 +468,6 @@ static int snap_send_step(struct raftd *n, struct node_snap_send *s)
         struct peer_snap_piece piece;
         size_t got = 0;
         int rv;
-        if (pieces++ == 4)
-            return 0; /* let the loop serve others; kicked again */
         while (got < NODE_SNAP_CHUNK && s->off + got < s->total) {
             size_t n_read = 0;
             rv = snap_reader_read_file(s->sr, buf + got,
