@@ -275,6 +275,31 @@ int http_server_listen(struct http_server *srv, const char *url,
 /* Number of open client connections (for stats and tests). */
 size_t http_server_connection_count(const struct http_server *srv);
 
+/* ---- Several loops -------------------------------------------------------
+ *
+ * A server and its connections live on one loop, driven by one thread.
+ * Servers on different loops (threads) can pass connections to each other:
+ * a server that accepts can delegate new connections, and a handler can
+ * move a request it does not want to serve, with its connection, to
+ * another server. Both are safe across threads. A server that may receive
+ * connections must stay allocated (not closed) while any server that can
+ * send it one is open or still delegating. */
+
+/* Hands req, unfinished, and its connection to dst: dst's handler gets
+ * req on dst's loop once the answers to earlier requests of the
+ * connection are written, as if it had arrived there; the connection
+ * stays with dst. Call it from srv's loop, from the handler or later,
+ * before beginning a response (headers added so far are dropped). req
+ * belongs to dst from the call on. If the connection fails or dst is
+ * closing, the connection is closed and the request dropped. */
+void http_request_move(struct http_request *req, struct http_server *dst);
+
+/* New connections accepted by srv are handed, round robin, to to[0..n)
+ * (servers on other loops, or srv itself) before their first request is
+ * read. to is copied; n == 0 stops it. From srv's loop. */
+int http_server_delegate(struct http_server *srv,
+                         struct http_server *const *to, size_t n);
+
 typedef void (*http_server_close_cb)(struct http_server *srv);
 
 /* Closes the listeners and every connection; unfinished requests get their

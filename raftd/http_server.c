@@ -6,11 +6,14 @@
  * connection: no allocation per request once a connection's buffers have
  * grown to its working size. */
 #include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <http_parser.h>
 
@@ -78,6 +81,9 @@ struct conn {
     struct list all;   /* srv->conns */
     struct list timed; /* srv->idle or srv->linger, or alone */
     struct conn *ready_next;
+    struct conn *inbox_next;        /* in move_to's inbox */
+    struct http_server *move_to;    /* while moving */
+    int move_fd;                    /* the socket, dup'd, while in transit */
     uint64_t stamp; /* last activity (idle) or linger start */
     http_parser parser;
     struct http_request req;
@@ -105,7 +111,7 @@ struct conn {
         began : 1, chunked : 1, nobody : 1, lingering : 1, in_process : 1,
         nosock : 1, keep_alive : 1, shut : 1, is_form : 1,
         form_too_large : 1, line_ok : 1, not_first : 1, after_post : 1,
-        bad_major : 1;
+        bad_major : 1, moving : 1, in_transit : 1;
     size_t line_scan; /* bytes of an unfinished request line scanned */
     char remote_addr[64];
     char form_err[HTTP_ERR_MSG_MAX];
@@ -129,13 +135,26 @@ struct http_server {
     uv_idle_t ready_handle;
     uv_timer_t timer;
     int timer_on;
-    size_t open_handles; /* listeners + ready_handle + timer until closed */
+    size_t open_handles; /* listeners + ready_handle + timer (+ inbox)
+                            until closed */
     int closing, handles_closing;
     http_server_close_cb close_cb;
     struct http_buf *test_sink; /* http_parse_for_test output */
     size_t dispatched;          /* requests given to the handler */
     time_t date_sec;
     char date[40];
+    /* Connections other servers move here (http_request_move, delegated
+     * accepts), from any thread: the mutex guards the list and the shut
+     * flag, and is held across uv_async_send so that a closing server's
+     * async handle is never signalled after it is closed. */
+    int has_inbox;
+    uv_async_t inbox_async;
+    pthread_mutex_t inbox_mu;
+    struct conn *inbox_head, *inbox_tail;
+    int inbox_shut;
+    /* New connections go to these servers, round robin (delegate). */
+    struct http_server **delegates;
+    size_t ndelegates, next_delegate;
     char rbuf[READ_BUF_SIZE];
 };
 
@@ -145,6 +164,8 @@ static void schedule_ready(struct conn *c);
 static void maybe_finish_close(struct http_server *srv);
 static void timer_update(struct http_server *srv);
 static void on_ready(uv_idle_t *h);
+static void move_step(struct conn *c);
+static size_t kept_input_max(const struct conn *c);
 
 /* ---- request parsing ---------------------------------------------------- */
 
@@ -961,12 +982,15 @@ static void schedule_ready(struct conn *c)
         uv_idle_start(&srv->ready_handle, on_ready);
 }
 
-static void free_conn(struct conn *c)
+static void conn_count(struct http_server *srv, int delta)
 {
-    struct http_server *srv = c->srv;
-    list_remove(&c->all);
-    list_remove(&c->timed);
-    srv->nconns--;
+    /* Read from other threads by http_server_connection_count. */
+    __atomic_fetch_add(&srv->nconns, (size_t)(ptrdiff_t)delta,
+                       __ATOMIC_RELAXED);
+}
+
+static void free_conn_memory(struct conn *c)
+{
     http_buf_free(&c->arena);
     http_buf_free(&c->in);
     http_buf_free(&c->out);
@@ -976,6 +1000,15 @@ static void free_conn(struct conn *c)
     free(c->rhs);
     http_param_vec_free(&c->params);
     free(c);
+}
+
+static void free_conn(struct conn *c)
+{
+    struct http_server *srv = c->srv;
+    list_remove(&c->all);
+    list_remove(&c->timed);
+    conn_count(srv, -1);
+    free_conn_memory(c);
     maybe_finish_close(srv);
 }
 
@@ -995,11 +1028,13 @@ static void on_handle_close(uv_handle_t *h)
 
 static void conn_close(struct conn *c, int status)
 {
-    if (c->closing)
-        return;
+    if (c->closing || c->in_transit)
+        return; /* in transit: its handle is already closing */
     c->closing = 1;
     list_remove(&c->timed);
     c->out.len = 0;
+    if (c->moving)
+        c->busy = 0; /* no handler owns a request on its way: dropped */
     if (c->busy && !c->notified) {
         c->close_status = status;
         c->notify_pending = 1;
@@ -1061,6 +1096,10 @@ static void on_write(uv_write_t *req, int status)
     }
     if (status < 0) {
         conn_close(c, -ECONNRESET);
+        return;
+    }
+    if (c->moving) {
+        move_step(c);
         return;
     }
     conn_flush(c);
@@ -1423,6 +1462,10 @@ static void process_ready(struct http_server *srv)
         if (srv->ready_head == NULL)
             srv->ready_tail = NULL;
         c->in_ready = 0;
+        if (c->moving) {
+            move_step(c);
+            continue;
+        }
         if (c->notify_pending && c->busy) {
             c->notify_pending = 0;
             c->notified = 1;
@@ -1482,7 +1525,7 @@ static void on_connection(uv_stream_t *ls, int status)
     }
     c->tcp.data = c;
     list_push_tail(&srv->conns, &c->all);
-    srv->nconns++;
+    conn_count(srv, 1);
     if (uv_accept(ls, (uv_stream_t *)&c->tcp) != 0) {
         c->closing = 1;
         uv_close((uv_handle_t *)&c->tcp, on_handle_close);
@@ -1508,6 +1551,12 @@ static void on_connection(uv_stream_t *ls, int status)
     c->req.server_data = srv->cfg.data;
     http_parser_init(&c->parser, HTTP_REQUEST);
     c->parser.data = c;
+    if (srv->ndelegates > 0) {
+        c->moving = 1;
+        c->move_to = srv->delegates[srv->next_delegate++ % srv->ndelegates];
+        move_step(c);
+        return;
+    }
     if (uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read) != 0) {
         conn_close(c, 0);
         return;
@@ -1555,6 +1604,195 @@ static void timer_update(struct http_server *srv)
     }
 }
 
+/* ---- moving connections between servers ------------------------------------
+ *
+ * A connection belongs to one server and so to one loop. To move it, the
+ * source waits until its output is written, dups the socket and closes its
+ * own handle; once the handle is closed, the connection (parser, buffers,
+ * a request being moved) goes into the destination's inbox, and the
+ * destination's loop opens a handle on the dup'd socket. No bytes are in
+ * libuv's hands at either end, so none is lost or reordered. */
+
+static void on_move_close(uv_handle_t *h);
+
+static int inbox_push(struct http_server *dst, struct conn *c)
+{
+    int rv = 0;
+    pthread_mutex_lock(&dst->inbox_mu);
+    if (dst->inbox_shut) {
+        rv = -ECANCELED;
+    } else {
+        c->inbox_next = NULL;
+        if (dst->inbox_tail)
+            dst->inbox_tail->inbox_next = c;
+        else
+            dst->inbox_head = c;
+        dst->inbox_tail = c;
+        uv_async_send(&dst->inbox_async);
+    }
+    pthread_mutex_unlock(&dst->inbox_mu);
+    return rv;
+}
+
+/* One step of a move, from the source's loop: flush, wait for the write,
+ * then hand the socket over. */
+static void move_step(struct conn *c)
+{
+    if (c->closing) {
+        maybe_free(c);
+        return;
+    }
+    conn_flush(c);
+    if (c->closing) {
+        maybe_free(c);
+        return;
+    }
+    if (c->writing)
+        return; /* on_write comes back here */
+    int fd = -1;
+    uv_os_fd_t ofd;
+    if (uv_fileno((uv_handle_t *)&c->tcp, &ofd) == 0)
+        fd = fcntl(ofd, F_DUPFD_CLOEXEC, 0);
+    if (fd < 0) {
+        conn_close(c, -ECONNRESET); /* drops a moved request */
+        return;
+    }
+    c->move_fd = fd;
+    c->in_transit = 1;
+    list_remove(&c->timed);
+    uv_close((uv_handle_t *)&c->tcp, on_move_close);
+}
+
+static void on_move_close(uv_handle_t *h)
+{
+    struct conn *c = h->data;
+    struct http_server *src = c->srv;
+    list_remove(&c->all);
+    conn_count(src, -1);
+    if (inbox_push(c->move_to, c) != 0) {
+        close(c->move_fd);
+        free_conn_memory(c);
+    }
+    maybe_finish_close(src);
+}
+
+/* On the destination's loop: give the connection a handle, then either
+ * dispatch its moved request or start reading a fresh one. */
+static void adopt(struct http_server *srv, struct conn *c)
+{
+    c->srv = srv;
+    c->req.server = srv;
+    c->req.server_data = srv->cfg.data;
+    c->moving = 0;
+    c->in_transit = 0;
+    c->in_ready = 0;
+    c->reading = 0;
+    list_init(&c->timed);
+    list_push_tail(&srv->conns, &c->all);
+    conn_count(srv, 1);
+    int rv = uv_tcp_init(srv->loop, &c->tcp);
+    if (rv != 0) {
+        close(c->move_fd);
+        list_remove(&c->all);
+        conn_count(srv, -1);
+        free_conn_memory(c);
+        return;
+    }
+    c->tcp.data = c;
+    if (uv_tcp_open(&c->tcp, c->move_fd) != 0) {
+        close(c->move_fd);
+        c->busy = 0;
+        conn_close(c, 0);
+        return;
+    }
+    if (c->busy) {
+        srv->dispatched++;
+        c->in_handler = 1;
+        srv->cfg.handler(&c->req);
+        c->in_handler = 0;
+    } else {
+        idle_touch(c);
+    }
+    if (c->closing)
+        return;
+    /* Read on while a request is busy, as a connection that never moved
+     * does: a long poll must see its client go away. */
+    if (!c->rd_eof && !c->shut && c->in.len <= kept_input_max(c) &&
+        uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read) == 0)
+        c->reading = 1;
+    schedule_ready(c); /* flush, and parse pipelined input */
+}
+
+static void on_inbox(uv_async_t *h)
+{
+    struct http_server *srv = h->data;
+    pthread_mutex_lock(&srv->inbox_mu);
+    struct conn *c = srv->inbox_head;
+    srv->inbox_head = srv->inbox_tail = NULL;
+    pthread_mutex_unlock(&srv->inbox_mu);
+    while (c != NULL) {
+        struct conn *next = c->inbox_next;
+        adopt(srv, c);
+        c = next;
+    }
+}
+
+/* Stops taking connections and closes those still queued. */
+static void inbox_shut(struct http_server *srv)
+{
+    if (!srv->has_inbox)
+        return;
+    pthread_mutex_lock(&srv->inbox_mu);
+    srv->inbox_shut = 1;
+    struct conn *c = srv->inbox_head;
+    srv->inbox_head = srv->inbox_tail = NULL;
+    pthread_mutex_unlock(&srv->inbox_mu);
+    while (c != NULL) {
+        struct conn *next = c->inbox_next;
+        close(c->move_fd);
+        free_conn_memory(c);
+        c = next;
+    }
+}
+
+void http_request_move(struct http_request *req, struct http_server *dst)
+{
+    struct conn *c = CONTAINER_OF(req, struct conn, req);
+    c->close_cb = NULL;
+    c->nrh = 0;
+    c->rh.len = 0;
+    if (c->closing || c->nosock) {
+        c->busy = 0; /* dropped: the connection is going anyway */
+        schedule_ready(c);
+        return;
+    }
+    c->moving = 1;
+    c->move_to = dst;
+    if (c->reading) {
+        uv_read_stop((uv_stream_t *)&c->tcp);
+        c->reading = 0;
+    }
+    list_remove(&c->timed);
+    schedule_ready(c);
+}
+
+int http_server_delegate(struct http_server *srv,
+                         struct http_server *const *to, size_t n)
+{
+    struct http_server **d = NULL;
+    if (n > 0) {
+        d = malloc(n * sizeof(*d));
+        if (d == NULL)
+            return -ENOMEM;
+        memcpy(d, to, n * sizeof(*d));
+    }
+    free(srv->delegates);
+    srv->delegates = d;
+    srv->ndelegates = n;
+    srv->next_delegate = 0;
+    return 0;
+}
+
 /* ---- server lifecycle ------------------------------------------------------ */
 
 int http_server_new(uv_loop_t *loop, const struct http_server_config *config,
@@ -1576,12 +1814,23 @@ int http_server_new(uv_loop_t *loop, const struct http_server_config *config,
     list_init(&srv->conns);
     list_init(&srv->idle);
     list_init(&srv->linger);
+    if (pthread_mutex_init(&srv->inbox_mu, NULL) != 0) {
+        free(srv);
+        return -ENOMEM;
+    }
+    if (uv_async_init(loop, &srv->inbox_async, on_inbox) != 0) {
+        pthread_mutex_destroy(&srv->inbox_mu);
+        free(srv);
+        return -ENOMEM;
+    }
+    srv->inbox_async.data = srv;
+    srv->has_inbox = 1;
     uv_idle_init(loop, &srv->ready_handle);
     srv->ready_handle.data = srv;
     uv_timer_init(loop, &srv->timer);
     srv->timer.data = srv;
     uv_unref((uv_handle_t *)&srv->timer);
-    srv->open_handles = 2;
+    srv->open_handles = 3;
     *out = srv;
     return 0;
 }
@@ -1688,7 +1937,7 @@ int http_server_listen(struct http_server *srv, const char *url,
 
 size_t http_server_connection_count(const struct http_server *srv)
 {
-    return srv->nconns;
+    return __atomic_load_n(&srv->nconns, __ATOMIC_RELAXED);
 }
 
 static void on_server_handle_close(uv_handle_t *h)
@@ -1710,12 +1959,18 @@ static void maybe_finish_close(struct http_server *srv)
         }
         uv_close((uv_handle_t *)&srv->ready_handle, on_server_handle_close);
         uv_close((uv_handle_t *)&srv->timer, on_server_handle_close);
+        if (srv->has_inbox)
+            uv_close((uv_handle_t *)&srv->inbox_async,
+                     on_server_handle_close);
         return;
     }
     if (srv->open_handles > 0)
         return;
     if (srv->close_cb != NULL)
         srv->close_cb(srv);
+    if (srv->has_inbox)
+        pthread_mutex_destroy(&srv->inbox_mu);
+    free(srv->delegates);
     free(srv->listeners);
     free(srv);
 }
@@ -1724,6 +1979,8 @@ void http_server_close(struct http_server *srv, http_server_close_cb cb)
 {
     srv->closing = 1;
     srv->close_cb = cb;
+    srv->ndelegates = 0;
+    inbox_shut(srv);
     for (size_t i = 0; i < srv->nlisteners; i++)
         uv_close((uv_handle_t *)&srv->listeners[i]->tcp, on_listener_close);
     srv->nlisteners = 0;

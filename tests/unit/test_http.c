@@ -1291,6 +1291,288 @@ TEST(listen_ipv6_and_localhost)
     ASSERT_OK(uv_loop_close(&loop));
 }
 
+/* ---- several loops: delegated accepts and moved requests ------------------ */
+
+/* Server 0 accepts and deals connections to servers 1 and 2, each on its
+ * own loop thread. Those answer /local and /big themselves and move
+ * everything else to server 0, which answers "main" or parks /park. */
+enum { MFX_N = 3 };
+
+struct mfx;
+struct mfx_srv {
+    struct mfx *m;
+    int idx;
+    uv_loop_t loop;
+    uv_async_t stop;
+    pthread_t thread;
+    struct http_server *srv;
+};
+
+struct mfx {
+    struct mfx_srv s[MFX_N];
+    int port;
+    pthread_mutex_t mu;
+    int parked, close_calls; /* under mu */
+    struct http_request *park; /* server 0's loop only */
+};
+
+static void mfx_count(struct mfx *m, int *field, int delta)
+{
+    pthread_mutex_lock(&m->mu);
+    *field += delta;
+    pthread_mutex_unlock(&m->mu);
+}
+
+static int mfx_wait(struct mfx *m, int *field, int want)
+{
+    uint64_t end = now_ms() + 5000;
+    while (now_ms() < end) {
+        pthread_mutex_lock(&m->mu);
+        int v = *field;
+        pthread_mutex_unlock(&m->mu);
+        if (v == want)
+            return 1;
+        usleep(1000);
+    }
+    return 0;
+}
+
+static void mfx_answer(struct http_request *req, int idx)
+{
+    char who[8];
+    snprintf(who, sizeof(who), "%d", idx);
+    http_response_add_header(req, "X-Server", who);
+    http_respond(req, 200, req->path, strlen(req->path));
+}
+
+static void mfx_park_close(struct http_request *req, int status)
+{
+    struct mfx_srv *ms = req->server_data;
+    (void)status;
+    ms->m->park = NULL;
+    mfx_count(ms->m, &ms->m->close_calls, 1);
+    mfx_count(ms->m, &ms->m->parked, -1);
+    http_respond(req, 500, NULL, 0);
+}
+
+static void mfx_handler(struct http_request *req)
+{
+    struct mfx_srv *ms = req->server_data;
+    if (ms->idx == 0) {
+        if (strcmp(req->path, "/park") == 0) {
+            ms->m->park = req;
+            http_request_set_close_cb(req, mfx_park_close);
+            mfx_count(ms->m, &ms->m->parked, 1);
+            return;
+        }
+        mfx_answer(req, 0);
+    } else if (strcmp(req->path, "/local") == 0) {
+        /* A header added before moving must not reach the answer. */
+        mfx_answer(req, ms->idx);
+    } else if (strcmp(req->path, "/big") == 0) {
+        static char big[16 << 20];
+        http_respond(req, 200, big, sizeof(big));
+    } else {
+        http_response_add_header(req, "X-Dropped", "1");
+        http_request_move(req, ms->m->s[0].srv);
+    }
+}
+
+static void mfx_on_stop(uv_async_t *a)
+{
+    struct mfx_srv *ms = a->data;
+    http_server_close(ms->srv, NULL);
+    uv_close((uv_handle_t *)a, NULL);
+}
+
+static void *mfx_loop(void *arg)
+{
+    struct mfx_srv *ms = arg;
+    uv_run(&ms->loop, UV_RUN_DEFAULT);
+    return NULL;
+}
+
+static int mfx_start(struct mfx *m)
+{
+    struct http_server *workers[MFX_N - 1];
+    signal(SIGPIPE, SIG_IGN);
+    memset(m, 0, sizeof(*m));
+    pthread_mutex_init(&m->mu, NULL);
+    for (int i = 0; i < MFX_N; i++) {
+        struct mfx_srv *ms = &m->s[i];
+        /* Room for the 16 MiB answer to /big before parsing stops. */
+        struct http_server_config cfg = {.handler = mfx_handler,
+                                         .data = ms,
+                                         .max_output_bytes = 64u << 20};
+        ms->m = m;
+        ms->idx = i;
+        if (uv_loop_init(&ms->loop) != 0 ||
+            http_server_new(&ms->loop, &cfg, &ms->srv) != 0)
+            return -1;
+        uv_async_init(&ms->loop, &ms->stop, mfx_on_stop);
+        ms->stop.data = ms;
+        if (i > 0)
+            workers[i - 1] = ms->srv;
+    }
+    if (http_server_listen(m->s[0].srv, "http://127.0.0.1:0", &m->port) != 0 ||
+        http_server_delegate(m->s[0].srv, workers, MFX_N - 1) != 0)
+        return -1;
+    for (int i = 0; i < MFX_N; i++)
+        if (pthread_create(&m->s[i].thread, NULL, mfx_loop, &m->s[i]) != 0)
+            return -1;
+    return 0;
+}
+
+/* The workers first: server 0 must outlive every server that moves
+ * connections to it. Returns 0 when every loop closed cleanly. */
+static int mfx_stop(struct mfx *m)
+{
+    int rv = 0;
+    for (int i = MFX_N - 1; i >= 0; i--) {
+        uv_async_send(&m->s[i].stop);
+        pthread_join(m->s[i].thread, NULL);
+        rv |= uv_loop_close(&m->s[i].loop);
+    }
+    pthread_mutex_destroy(&m->mu);
+    return rv;
+}
+
+/* The X-Server header of response r, or -1. */
+static int served_by(const char *r)
+{
+    const char *h = strstr(r, "\r\nX-Server: ");
+    return h ? atoi(h + 12) : -1;
+}
+
+TEST(delegated_connections_round_robin)
+{
+    struct mfx m;
+    struct cli c[4];
+    char r[4096];
+    int seen[MFX_N] = {0};
+    ASSERT_OK(mfx_start(&m));
+    for (int i = 0; i < 4; i++) {
+        ASSERT_OK(cli_open(&c[i], m.port));
+        /* One at a time, so accept order is connect order. */
+        ASSERT_OK(cli_sends(&c[i], "GET /local HTTP/1.1\r\nHost: x\r\n\r\n"));
+        ASSERT_GT(cli_response(&c[i], r, sizeof(r)), 0);
+        int who = served_by(r);
+        ASSERT(who == 1 || who == 2);
+        seen[who]++;
+    }
+    ASSERT_EQ(seen[1], 2);
+    ASSERT_EQ(seen[2], 2);
+    for (int i = 0; i < 4; i++)
+        cli_close(&c[i]);
+    ASSERT_OK(mfx_stop(&m));
+}
+
+TEST(moved_request_keeps_pipelined_order)
+{
+    struct mfx m;
+    struct cli c;
+    char r[4096];
+    ASSERT_OK(mfx_start(&m));
+    ASSERT_OK(cli_open(&c, m.port));
+    /* local, moved, then local again: once moved, the connection stays
+     * with server 0, and the answers come in request order. */
+    ASSERT_OK(cli_sends(&c, "GET /local HTTP/1.1\r\nHost: x\r\n\r\n"
+                            "GET /m1 HTTP/1.1\r\nHost: x\r\n\r\n"
+                            "GET /local HTTP/1.1\r\nHost: x\r\n\r\n"));
+    ASSERT_GT(cli_response(&c, r, sizeof(r)), 0);
+    ASSERT(served_by(r) == 1 || served_by(r) == 2);
+    ASSERT(strstr(r, "\r\n\r\n/local") != NULL);
+    ASSERT_GT(cli_response(&c, r, sizeof(r)), 0);
+    ASSERT_EQ(served_by(r), 0);
+    ASSERT(strstr(r, "X-Dropped") == NULL);
+    ASSERT(strstr(r, "\r\n\r\n/m1") != NULL);
+    ASSERT_GT(cli_response(&c, r, sizeof(r)), 0);
+    ASSERT_EQ(served_by(r), 0);
+    ASSERT(strstr(r, "\r\n\r\n/local") != NULL);
+    /* Keep-alive on the new loop. */
+    ASSERT_OK(cli_sends(&c, "POST /m2 HTTP/1.1\r\nHost: x\r\n"
+                            "Content-Length: 3\r\n\r\nabc"));
+    ASSERT_GT(cli_response(&c, r, sizeof(r)), 0);
+    ASSERT_EQ(served_by(r), 0);
+    ASSERT(strstr(r, "\r\n\r\n/m2") != NULL);
+    cli_close(&c);
+    ASSERT_OK(mfx_stop(&m));
+}
+
+TEST(move_waits_for_earlier_answers_to_be_written)
+{
+    struct mfx m;
+    struct cli c;
+    size_t want = 16 << 20, got = 0;
+    ASSERT_OK(mfx_start(&m));
+    /* 16 MiB is more than the kernel's socket buffers take while the
+     * client does not read: the worker still has part of the answer in
+     * libuv's hands when the next request asks to move. */
+    ASSERT_OK(cli_open(&c, m.port));
+    ASSERT_OK(cli_sends(&c, "GET /big HTTP/1.1\r\nHost: x\r\n\r\n"
+                            "GET /after HTTP/1.1\r\nHost: x\r\n\r\n"));
+    usleep(100 * 1000);
+    ASSERT_GT(cli_fill(&c, 5000), 0);
+    char *e = strstr(c.buf, "\r\n\r\n");
+    ASSERT(e != NULL);
+    ASSERT(strstr(c.buf, "Content-Length: 16777216\r\n") != NULL);
+    size_t h = (size_t)(e + 4 - c.buf);
+    got = c.len - h;
+    c.len = 0;
+    while (got < want) {
+        ASSERT_GT(cli_fill(&c, 5000), 0);
+        size_t take = c.len < want - got ? c.len : want - got;
+        got += take;
+        memmove(c.buf, c.buf + take, c.len - take);
+        c.len -= take;
+        c.buf[c.len] = 0;
+    }
+    char r[4096];
+    ASSERT_GT(cli_response(&c, r, sizeof(r)), 0);
+    ASSERT_EQ(served_by(r), 0);
+    ASSERT(strstr(r, "\r\n\r\n/after") != NULL);
+    cli_close(&c);
+    ASSERT_OK(mfx_stop(&m));
+}
+
+TEST(moved_request_sees_its_client_go_away)
+{
+    struct mfx m;
+    struct cli c;
+    ASSERT_OK(mfx_start(&m));
+    ASSERT_OK(cli_open(&c, m.port));
+    ASSERT_OK(cli_sends(&c, "GET /park HTTP/1.1\r\nHost: x\r\n\r\n"));
+    ASSERT(mfx_wait(&m, &m.parked, 1));
+    cli_close(&c);
+    ASSERT(mfx_wait(&m, &m.close_calls, 1));
+    ASSERT(mfx_wait(&m, &m.parked, 0));
+    ASSERT_OK(mfx_stop(&m));
+}
+
+TEST(stopping_with_connections_everywhere)
+{
+    struct mfx m;
+    struct cli c[6];
+    char r[4096];
+    ASSERT_OK(mfx_start(&m));
+    /* Idle ones on each worker, one parked on server 0, and some moving
+     * while the servers stop: every loop must still close cleanly (and
+     * ASan sees no leak). */
+    for (int i = 0; i < 6; i++)
+        ASSERT_OK(cli_open(&c[i], m.port));
+    ASSERT_OK(cli_sends(&c[0], "GET /local HTTP/1.1\r\nHost: x\r\n\r\n"));
+    ASSERT_GT(cli_response(&c[0], r, sizeof(r)), 0);
+    ASSERT_OK(cli_sends(&c[1], "GET /park HTTP/1.1\r\nHost: x\r\n\r\n"));
+    ASSERT(mfx_wait(&m, &m.parked, 1));
+    for (int i = 2; i < 6; i++)
+        ASSERT_OK(cli_sends(&c[i], "GET /moving HTTP/1.1\r\nHost: x\r\n\r\n"));
+    ASSERT_OK(mfx_stop(&m));
+    for (int i = 0; i < 6; i++) {
+        ASSERT(cli_wait_eof(&c[i]));
+        cli_close(&c[i]);
+    }
+}
+
 TEST_MAIN(TEST_ENTRY(simple_request_go_format), TEST_ENTRY(keep_alive_and_http10),
           TEST_ENTRY(pipelining_keeps_order_with_async_answer),
           TEST_ENTRY(chunked_stream), TEST_ENTRY(form_and_query_over_socket),
@@ -1308,4 +1590,9 @@ TEST_MAIN(TEST_ENTRY(simple_request_go_format), TEST_ENTRY(keep_alive_and_http10
           TEST_ENTRY(request_line_first_closes_silently),
           TEST_ENTRY(request_line_later_400_or_505),
           TEST_ENTRY(go_quote_and_helpers), TEST_ENTRY(url_parse),
-          TEST_ENTRY(listen_ipv6_and_localhost))
+          TEST_ENTRY(listen_ipv6_and_localhost),
+          TEST_ENTRY(delegated_connections_round_robin),
+          TEST_ENTRY(moved_request_keeps_pipelined_order),
+          TEST_ENTRY(move_waits_for_earlier_answers_to_be_written),
+          TEST_ENTRY(moved_request_sees_its_client_go_away),
+          TEST_ENTRY(stopping_with_connections_everywhere))
