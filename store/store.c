@@ -1139,7 +1139,9 @@ static int remove_node(struct store *s, struct snode *n,
 
 static void stat_inc(struct store *s, int which)
 {
-    s->stats[which]++;
+    /* Atomic: raftd's HTTP threads count their reads concurrently
+     * (store_get under a shared lock). */
+    __atomic_fetch_add(&s->stats[which], 1, __ATOMIC_RELAXED);
 }
 
 /* The tail every write shares: count the operation in etcd's statistics

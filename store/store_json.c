@@ -468,7 +468,7 @@ int store_stats_json(struct store *s, struct store_buf *b)
     for (int i = 0; rv == 0 && i < ST_N; i++) {
         char t[80];
         snprintf(t, sizeof(t), "%s\"%s\":%" PRIu64, i ? "," : "", names[i],
-                 s->stats[i]);
+                 __atomic_load_n(&s->stats[i], __ATOMIC_RELAXED));
         rv = put(b, t);
     }
     if (rv == 0) {

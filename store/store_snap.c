@@ -143,7 +143,7 @@ int store_save(struct store *s,
     w_u32(w, 1);
     w_u64(w, s->index);
     for (int i = 0; i < ST_N; i++)
-        w_u64(w, s->stats[i]);
+        w_u64(w, __atomic_load_n(&s->stats[i], __ATOMIC_RELAXED));
     w_node(w, s->root);
     w_u32(w, (uint32_t)s->heap_len);
     for (size_t i = 0; i < s->heap_len && w->err == 0; i++) {
