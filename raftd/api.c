@@ -9,6 +9,25 @@
 
 #include "api_int.h"
 
+/* ---- per-thread state ------------------------------------------------- */
+
+/* Reply bodies are built here: one buffer per thread (the loop thread's
+ * and each HTTP thread's), reused, never nested. */
+static _Thread_local struct store_buf tl_scratch;
+/* Set on HTTP threads (workers.c): they read the Raft state published
+ * for them instead of the core's. */
+static _Thread_local bool tl_worker;
+
+struct store_buf *api_scratch(void)
+{
+    return &tl_scratch;
+}
+
+void api_thread_exit(void)
+{
+    store_buf_free(&tl_scratch);
+}
+
 /* ---- response helpers ------------------------------------------------- */
 
 void api_cors(struct http_request *req)
@@ -69,7 +88,7 @@ bool api_allow(struct http_request *req, const char *allow_list)
 void api_message_error(struct raftd *n, struct http_request *req, int status,
                        const char *msg)
 {
-    struct store_buf *b = &n->scratch;
+    struct store_buf *b = api_scratch();
     b->len = 0;
     store_buf_append(b, "{\"message\":", 11);
     store_json_string(b, msg, strlen(msg));
@@ -82,7 +101,7 @@ void api_message_error(struct raftd *n, struct http_request *req, int status,
 static void api_store_error(struct raftd *n, struct http_request *req,
                             const struct store_error *err)
 {
-    struct store_buf *b = &n->scratch;
+    struct store_buf *b = api_scratch();
     b->len = 0;
     api_header_u64(req, "X-Etcd-Index", err->index);
     http_response_add_header(req, "Content-Type", "application/json");
@@ -124,14 +143,21 @@ static void api_internal_error(struct raftd *n, struct http_request *req,
 static void api_key_event(struct raftd *n, struct http_request *req,
                           const struct store_event *ev, bool no_value)
 {
-    struct store_buf *b = &n->scratch;
+    struct store_buf *b = api_scratch();
     int rv;
 
     b->len = 0;
     http_response_add_header(req, "Content-Type", "application/json");
     api_header_u64(req, "X-Etcd-Index", ev->etcd_index);
-    api_header_u64(req, "X-Raft-Index", node_raft_index(n));
-    api_header_u64(req, "X-Raft-Term", node_raft_term(n));
+    if (tl_worker) {
+        api_header_u64(req, "X-Raft-Index",
+                       __atomic_load_n(&n->pub_commit, __ATOMIC_RELAXED));
+        api_header_u64(req, "X-Raft-Term",
+                       __atomic_load_n(&n->pub_term, __ATOMIC_RELAXED));
+    } else {
+        api_header_u64(req, "X-Raft-Index", node_raft_index(n));
+        api_header_u64(req, "X-Raft-Term", node_raft_term(n));
+    }
     rv = no_value ? store_event_json_novalue(b, ev) : store_event_json(b, ev);
     if (rv != 0) {
         http_respond(req, 500, NULL, 0);
@@ -408,7 +434,7 @@ static void watch_finish(struct api_ctx *c)
 
 static int watch_write(struct api_ctx *c, const struct store_event *ev)
 {
-    struct store_buf *b = &c->n->scratch;
+    struct store_buf *b = api_scratch();
     b->len = 0;
     if (store_event_json(b, ev) != 0)
         return -ENOMEM;
@@ -518,8 +544,12 @@ static void api_get(struct raftd *n, struct http_request *req,
     int rv;
 
     memset(&err, 0, sizeof(err));
+    if (tl_worker) /* the loop thread is the only writer: no lock there */
+        node_store_rdlock(n);
     rv = store_get(n->store, kr->sr.path, kr->sr.recursive, kr->sr.sorted,
                    node_now_ns(), &ev, &err);
+    if (tl_worker)
+        node_store_unlock(n);
     if (rv == 0) {
         api_key_event(n, req, ev, false);
         store_event_unref(ev);
@@ -577,6 +607,24 @@ static void api_write(struct raftd *n, struct http_request *req,
         api_internal_error(n, req, rv);
         ctx_free(c);
     }
+}
+
+/* On an HTTP thread: a GET or HEAD of /v2/keys without wait or quorum
+ * is answered from the store as api_keys would; true if it was. */
+static bool api_plain_read(struct raftd *n, struct http_request *req,
+                           const char *key)
+{
+    struct key_request kr;
+    const char *cause = NULL;
+
+    if (parse_key_request(n, req, key, &kr, &cause) != 0 || kr.quorum ||
+        kr.wait || strlen(req->path) != req->path_len)
+        return false; /* the loop thread answers, errors included */
+    api_metrics_count(n, req->method);
+    api_cors(req);
+    http_response_add_header(req, "X-Etcd-Cluster-Id", n->cluster_id_hex);
+    api_get(n, req, &kr);
+    return true;
 }
 
 static void api_keys(struct raftd *n, struct http_request *req,
@@ -697,6 +745,30 @@ static void parked_close_cb(struct http_request *req, int status)
 }
 
 static void api_dispatch(struct raftd *n, struct http_request *req);
+
+void api_handle_worker(struct http_request *req)
+{
+    struct raftd *n = req->server_data;
+    const char *path = req->path, *key = NULL;
+    size_t len = strlen(path);
+    char clean[512];
+
+    tl_worker = true;
+    req->data = NULL;
+    if (strcmp(path, "/v2/keys") == 0)
+        key = "/";
+    else if (strncmp(path, "/v2/keys/", 9) == 0)
+        key = path + 8;
+    if (key != NULL && __atomic_load_n(&n->serving, __ATOMIC_ACQUIRE) &&
+        (strcmp(req->method, "GET") == 0 ||
+         strcmp(req->method, "HEAD") == 0) &&
+        len + 2 <= sizeof(clean)) {
+        clean_path(path, len, clean);
+        if (strcmp(clean, path) == 0 && api_plain_read(n, req, key))
+            return;
+    }
+    http_request_move(req, n->http);
+}
 
 void api_unpark(struct raftd *n)
 {

@@ -560,7 +560,7 @@ static void members_done(struct raftd_write_req *w, int status,
     } else if (c->op == MEMBERS_ADD) {
         /* newMember(m): the id, no name, the (sorted) peer URLs, no
          * client URLs; json.Encoder adds the newline. */
-        struct store_buf *b = &n->scratch;
+        struct store_buf *b = api_scratch();
         char head[48];
         snprintf(head, sizeof(head), "{\"id\":\"%llx\",\"name\":\"\",",
                  (unsigned long long)c->id);

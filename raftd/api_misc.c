@@ -106,7 +106,7 @@ static void members_list(struct raftd *n, const struct raftd_member_cfg **ms,
 static void api_members(struct raftd *n, struct http_request *req,
                         const char *sub)
 {
-    struct store_buf *b = &n->scratch;
+    struct store_buf *b = api_scratch();
     const struct raftd_member_cfg *ms;
     struct raftd_member_cfg self_buf;
     size_t count;
@@ -164,7 +164,7 @@ static void api_auth_list(struct raftd *n, struct http_request *req,
     static const char root_role[] =
         "{\"role\":\"root\",\"permissions\":{\"kv\":{\"read\":[\"/*\"],"
         "\"write\":[\"/*\"]}}}";
-    struct store_buf *b = &n->scratch;
+    struct store_buf *b = api_scratch();
     const char *name = rest[0] == '/' ? rest + 1 : rest;
     char msg[600];
 
@@ -224,7 +224,7 @@ static void api_auth_list(struct raftd *n, struct http_request *req,
 
 void api_misc(struct raftd *n, struct http_request *req, const char *path)
 {
-    struct store_buf *b = &n->scratch;
+    struct store_buf *b = api_scratch();
     b->len = 0;
 
     if (strcmp(path, "/v2/members") == 0) {

@@ -6,6 +6,7 @@
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "raftd.h"
 
@@ -53,6 +54,7 @@ static const struct flag_def flag_defs[] = {
     {"force-new-cluster", FLAG_BOOL, CFG_OFF(force_new_cluster)},
     {"mount", FLAG_STR, CFG_OFF(mount)},
     {"idle-poll", FLAG_BOOL, CFG_OFF(idle_poll)},
+    {"http-threads", FLAG_UINT, CFG_OFF(http_threads)},
     {"enable-v2", FLAG_IGNB, 0},
     {"initial-election-tick-advance", FLAG_IGNB, 0},
     {"quota-backend-bytes", FLAG_IGN, 0},
@@ -539,6 +541,17 @@ static int flag_set(struct raftd_config *cfg, const struct flag_def *d,
     return -EINVAL;
 }
 
+/* One HTTP thread per CPU, none on a single CPU (the loop thread alone
+ * does best there). */
+static unsigned default_http_threads(void)
+{
+    long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+    if (cpus <= 1)
+        return 0;
+    return cpus > RAFTD_HTTP_THREADS_MAX ? RAFTD_HTTP_THREADS_MAX
+                                         : (unsigned)cpus;
+}
+
 static int config_defaults(struct raftd_config *cfg)
 {
     char why[16];
@@ -556,6 +569,7 @@ static int config_defaults(struct raftd_config *cfg)
     cfg->max_snapshots = 5;
     cfg->max_wals = 5;
     cfg->idle_poll = 1;
+    cfg->http_threads = default_http_threads();
     cfg->log_level = RAFTD_LOG_INFO;
     if (urls_parse(DEFAULT_CLIENT_URL, &cfg->listen_client_urls, why,
                    sizeof(why)) ||
@@ -848,6 +862,11 @@ int raftd_config_parse(struct raftd_config *cfg, int argc, char **argv,
         set_err(err, errlen, "--heartbeat-interval must be positive");
         return -EINVAL;
     }
+    if (cfg->http_threads > RAFTD_HTTP_THREADS_MAX) {
+        set_err(err, errlen, "--http-threads must be at most %u",
+                RAFTD_HTTP_THREADS_MAX);
+        return -EINVAL;
+    }
     rv = bind_urls_check(&cfg->listen_client_urls, err, errlen);
     if (rv == 0)
         rv = bind_urls_check(&cfg->listen_peer_urls, err, errlen);
@@ -943,6 +962,8 @@ void raftd_config_usage(FILE *out)
           "  --mount '' (mount the tree with FUSE in-process)\n"
           "  --idle-poll 'true' (keep the CPUs polling while a lone write\n"
           "      is in flight)\n"
+          "  --http-threads (one per CPU; threads that take the client\n"
+          "      connections and answer plain reads, 0: none)\n"
           "Every other etcd 3.4 flag is accepted and ignored.\n",
           out);
 }

@@ -33,7 +33,8 @@ void api_metrics_count(struct raftd *n, const char *method)
     for (i = 0; i < 7; i++)
         if (strcmp(method, method_class[i]) == 0)
             break;
-    n->metrics.http_requests[i]++;
+    /* From the HTTP threads too. */
+    __atomic_fetch_add(&n->metrics.http_requests[i], 1, __ATOMIC_RELAXED);
 }
 
 static int emit(struct store_buf *b, const char *fmt, ...)
@@ -86,7 +87,9 @@ int metrics_render(struct raftd *n, struct store_buf *b)
                      "authd).\n# TYPE etcd_http_received_total counter\n");
     for (int i = 0; rv == 0 && i < 8; i++)
         rv = emit(b, "etcd_http_received_total{method=\"%s\"} %llu\n",
-                  method_class[i], (unsigned long long)m->http_requests[i]);
+                  method_class[i],
+                  (unsigned long long)__atomic_load_n(&m->http_requests[i],
+                                                      __ATOMIC_RELAXED));
     if (rv == 0)
         rv = emit_hist(b, "etcd_http_successful_duration_seconds",
                        "Bucketed histogram of processing time (s) of "
@@ -151,7 +154,6 @@ int metrics_render(struct raftd *n, struct store_buf *b)
     if (rv == 0)
         rv = emit_gauge(b, "etcfs_http_connections", "gauge",
                         "Open client connections.",
-                        n->http ? (double)http_server_connection_count(n->http)
-                                : 0);
+                        (double)workers_connection_count(n));
     return rv;
 }

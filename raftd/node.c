@@ -40,6 +40,32 @@ uint64_t node_raft_term(const struct raftd *n)
     return raft_current_term(n->raft);
 }
 
+void node_store_wrlock(struct raftd *n)
+{
+    if (n->store_locking)
+        pthread_rwlock_wrlock(&n->store_lock);
+}
+
+void node_store_rdlock(struct raftd *n)
+{
+    if (n->store_locking)
+        pthread_rwlock_rdlock(&n->store_lock);
+}
+
+void node_store_unlock(struct raftd *n)
+{
+    if (n->store_locking)
+        pthread_rwlock_unlock(&n->store_lock);
+}
+
+void node_publish_raft_state(struct raftd *n)
+{
+    __atomic_store_n(&n->pub_commit, raft_commit_index(n->raft),
+                     __ATOMIC_RELAXED);
+    __atomic_store_n(&n->pub_term, raft_current_term(n->raft),
+                     __ATOMIC_RELAXED);
+}
+
 struct store *raftd_store(struct raftd *n)
 {
     return n->store;
@@ -52,7 +78,7 @@ uint64_t raftd_member_id_get(const struct raftd *n)
 
 int raftd_is_ready(const struct raftd *n)
 {
-    return n->serving;
+    return __atomic_load_n(&n->serving, __ATOMIC_ACQUIRE);
 }
 
 int raftd_client_port(const struct raftd *n)
@@ -714,7 +740,9 @@ static int node_install_snapshot(struct raftd *n,
     if (rv == 0)
         rv = snap_reader_open_at(&n->snap_opts, sm->term, sm->index, &sr);
     if (rv == 0) {
+        node_store_wrlock(n);
         rv = store_load(n->store, snap_read_cb, sr);
+        node_store_unlock(n);
         snap_reader_free(sr);
     }
     if (rv != 0) {
@@ -1011,10 +1039,13 @@ static void node_process(struct raftd *n)
             waiters_fail_all(n, -EIO);
         }
         t0 = mono_s();
-        for (size_t i = 0; i < rd.n_committed; i++)
-            node_apply_one(n, &rd.committed[i]);
         if (rd.n_committed) {
+            node_store_wrlock(n);
+            for (size_t i = 0; i < rd.n_committed; i++)
+                node_apply_one(n, &rd.committed[i]);
             raft_applied(n->raft, rd.committed[rd.n_committed - 1].index);
+            node_publish_raft_state(n);
+            node_store_unlock(n);
             metrics_observe(&n->metrics.apply_latency, mono_s() - t0);
         }
         node_read_states(n, &rd);
@@ -1039,6 +1070,7 @@ static void node_process(struct raftd *n)
     }
     if (n->closing)
         return;
+    node_publish_raft_state(n);
     if (n->snap_sends != NULL)
         node_snap_pump(n);
     peer_transport_flush(n->peers);
@@ -1054,7 +1086,7 @@ static void node_process(struct raftd *n)
     if (!n->serving && n->started && (n->published || !n->single_voter) &&
         raft_applied_index(n->raft) >= n->replay_target &&
         raft_applied_index(n->raft) >= n->publish_index) {
-        n->serving = true;
+        __atomic_store_n(&n->serving, true, __ATOMIC_RELEASE);
         raftd_logf(&n->log, RAFTD_LOG_INFO, "raftd",
                    "applied the log up to index %llu; serving reads",
                    (unsigned long long)n->replay_target);
@@ -1615,7 +1647,9 @@ static void node_free(struct raftd *n)
     if (n->store)
         store_free(n->store);
     members_free(n);
-    store_buf_free(&n->scratch);
+    api_thread_exit();
+    if (n->store_locking)
+        pthread_rwlock_destroy(&n->store_lock);
     recv_snap_reset(n);
     snap_sends_free(n);
     stats_free(n);
@@ -1643,7 +1677,6 @@ int raftd_new(uv_loop_t *loop, const struct raftd_config *cfg,
                      (((uint64_t)n->start_time_ns / 1000000) & 0xffffffffffULL)
                          << 8;
     n->store = store_new();
-    store_buf_init(&n->scratch);
     n->member_dir = path_join(cfg->data_dir, "member");
     n->snap_dir = n->member_dir ? path_join(n->member_dir, "snap") : NULL;
     n->wal_dir = cfg->wal_dir && cfg->wal_dir[0]
@@ -1810,6 +1843,13 @@ int raftd_start(struct raftd *n)
         }
         raftd_logf(&n->log, RAFTD_LOG_INFO, "embed",
                    "serving insecure client requests on %s", url);
+    }
+    rv = workers_start(n);
+    if (rv != 0) {
+        raftd_logf(&n->log, RAFTD_LOG_ERROR, "raftd",
+                   "starting %u HTTP threads: %s", n->cfg->http_threads,
+                   strerror(-rv));
+        return rv;
     }
     raftd_logf(&n->log, RAFTD_LOG_INFO, "raftd",
                "ready to serve client requests (member %s, cluster %s)",
@@ -1997,6 +2037,7 @@ static void node_close_now(struct raftd *n)
         raft_applied_index(n->raft) >= n->snap_index + NODE_CLOSE_SNAPSHOT_MIN)
         node_snapshot_start(n);
     if (n->http) {
+        workers_stop(n);
         http_server_close(n->http, NULL);
         n->http = NULL;
     }

@@ -2,7 +2,8 @@
 # metrics; plus the raftd program. Included from raftd/CMakeLists.txt.
 add_library(etcfs_raftd STATIC config.c log.c node.c api.c api_misc.c
                                api_members.c stats.c metrics.c
-                               peer.c peer_codec.c members.c poller.c)
+                               peer.c peer_codec.c members.c poller.c
+                               workers.c)
 target_include_directories(etcfs_raftd PUBLIC ${CMAKE_CURRENT_SOURCE_DIR})
 target_link_libraries(etcfs_raftd PUBLIC etcfs_raft etcfs_http etcfs_store
                       etcfs_wal etcfs_snap PkgConfig::PROTOBUFC PkgConfig::UV

@@ -4,6 +4,7 @@
 #ifndef ETCFS_RAFTD_NODE_INT_H
 #define ETCFS_RAFTD_NODE_INT_H
 
+#include <pthread.h>
 #include <stdbool.h>
 #include <stdint.h>
 
@@ -186,8 +187,16 @@ struct raftd {
     size_t n_followers;
 
     struct raftd_metrics metrics;
-    /* Reused output buffer for reply bodies (one thread, never nested). */
-    struct store_buf scratch;
+
+    /* HTTP worker threads (--http-threads, workers.c). While there are
+     * any, they read the store under store_lock, which the loop thread
+     * takes for writing around every change to the store; pub_commit and
+     * pub_term are the Raft commit index and term they put in headers. */
+    struct raftd_worker **workers;
+    size_t n_workers;
+    bool store_locking;
+    pthread_rwlock_t store_lock;
+    uint64_t pub_commit, pub_term;
 
     /* Requests the HTTP API holds unfinished (watches, writes, reads):
      * close waits for them. */
@@ -329,6 +338,28 @@ void peer_transport_close(struct peer_transport *t, void (*cb)(void *),
                           void *arg);
 
 int64_t node_now_ns(void);
+/* The store lock (see struct raftd): the loop thread's write side, and a
+ * worker's read side; no-ops without workers. */
+void node_store_wrlock(struct raftd *n);
+void node_store_rdlock(struct raftd *n);
+void node_store_unlock(struct raftd *n);
+/* Publishes the commit index and term for the workers' headers. */
+void node_publish_raft_state(struct raftd *n);
+
+/* ---- workers.c ---- */
+/* Starts --http-threads workers and delegates n->http's new connections
+ * to them; 0 or a negative errno (then none is running). */
+int workers_start(struct raftd *n);
+/* Stops and joins them; connections they hold are closed. Loop thread. */
+void workers_stop(struct raftd *n);
+/* Open client connections, the loop thread's and the workers'. */
+size_t workers_connection_count(const struct raftd *n);
+/* A worker's handler (api.c): serves plain reads of /v2/keys, moves
+ * everything else to n->http. server_data is the struct raftd. */
+void api_handle_worker(struct http_request *req);
+/* The calling thread's reply buffer (api.c); freed by api_thread_exit. */
+struct store_buf *api_scratch(void);
+void api_thread_exit(void);
 /* New input for the core: drain it this loop turn. */
 void node_kick(struct raftd *n);
 /* The transport's callbacks (node.c). */

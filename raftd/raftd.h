@@ -81,6 +81,8 @@ struct raftd_config {
     int force_new_cluster;
     char *mount;               /* --mount DIR (ours); NULL if absent */
     int idle_poll;             /* --idle-poll (ours), default 1: poller.c */
+    unsigned http_threads;     /* --http-threads (ours), default one per
+                                  CPU when there are 2 or more: workers.c */
     /* The first ETCD_* variable also given as a flag (the flag won; etcd
      * would refuse to start), or NULL. */
     char *shadowed_env;
@@ -91,6 +93,8 @@ struct raftd_config {
     uint64_t member_id;        /* this member's id */
     uint64_t cluster_id;       /* etcd's genID over the member ids */
 };
+
+#define RAFTD_HTTP_THREADS_MAX 64u
 
 /* Parse argv (argv[0] is skipped) and the environment (envp, NULL-ended
  * "K=V" strings, borrowed; NULL means no environment). On failure returns

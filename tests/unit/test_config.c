@@ -2,6 +2,7 @@
  * ETCD_* environment fallbacks, etcd's defaults, validation errors with
  * their exit codes, and member/cluster ids equal to real etcd's. */
 #include <errno.h>
+#include <unistd.h>
 
 #include "raftd.h"
 #include "test.h"
@@ -84,6 +85,36 @@ TEST(membership_flags)
     ASSERT_EQ(cfg.force_new_cluster, 1);
     ASSERT_STR_EQ(cfg.initial_cluster_state, "existing");
     raftd_config_free(&cfg);
+}
+
+TEST(http_threads_flag)
+{
+    struct raftd_config cfg;
+    char err[256];
+    int code;
+    long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+    char *plain[] = {"raftd"};
+    char *three[] = {"raftd", "--http-threads", "3"};
+    char *many[] = {"raftd", "--http-threads=65"};
+    char *bad[] = {"raftd", "--http-threads=two"};
+    char *env[] = {"ETCD_HTTP_THREADS=0", NULL};
+
+    ASSERT_EQ(parse(&cfg, ARGC(plain), plain, NULL, err, &code), 0);
+    ASSERT_EQ(cfg.http_threads, cpus > 1 ? (cpus > 64 ? 64 : cpus) : 0);
+    raftd_config_free(&cfg);
+    ASSERT_EQ(parse(&cfg, ARGC(three), three, NULL, err, &code), 0);
+    ASSERT_EQ(cfg.http_threads, 3);
+    raftd_config_free(&cfg);
+    ASSERT_EQ(parse(&cfg, ARGC(plain), plain, env, err, &code), 0);
+    ASSERT_EQ(cfg.http_threads, 0);
+    raftd_config_free(&cfg);
+    ASSERT_NE(parse(&cfg, ARGC(many), many, NULL, err, &code), 0);
+    raftd_config_free(&cfg);
+    ASSERT_EQ(code, 1);
+    ASSERT(strstr(err, "--http-threads must be at most 64") != NULL);
+    ASSERT_NE(parse(&cfg, ARGC(bad), bad, NULL, err, &code), 0);
+    raftd_config_free(&cfg);
+    ASSERT_EQ(code, 2);
 }
 
 TEST(idle_poll_flag)
@@ -288,6 +319,7 @@ TEST(log_levels)
 TEST_MAIN(TEST_ENTRY(sha1_vectors), TEST_ENTRY(ids_match_etcd),
           TEST_ENTRY(added_member_id_matches_etcd),
           TEST_ENTRY(membership_flags), TEST_ENTRY(idle_poll_flag),
+          TEST_ENTRY(http_threads_flag),
           TEST_ENTRY(defaults), TEST_ENTRY(go_flag_syntax),
           TEST_ENTRY(env_and_precedence), TEST_ENTRY(cluster_ids_from_flags),
           TEST_ENTRY(errors_and_exit_codes), TEST_ENTRY(help_and_version),

@@ -1,0 +1,177 @@
+# raftd's HTTP threads (--http-threads, docs/raftd.md): plain reads are
+# answered on a worker thread, anything else moves with its connection to
+# the loop thread. What a client must not be able to tell: order on a
+# connection, read-your-writes across connections, watches on a connection
+# that served reads first. The behaviour tests run against etcd too.
+import os
+import signal
+import socket
+import threading
+import time
+
+import pytest
+
+import harness
+from harness import RawConn
+
+
+def next_response(conn):
+    """(status, headers, body) of the next response on a RawConn."""
+    conn.status, conn.headers = None, {}
+    status = conn.read_head()
+    return status, dict(conn.headers), conn.read_body()
+
+
+def test_pipelined_reads_and_writes_answer_in_order(server, uniq):
+    k = "/v2/keys%s/k" % uniq
+    form = "Content-Type: application/x-www-form-urlencoded\r\nContent-Length: 7\r\n"
+    reqs = ("GET %s HTTP/1.1\r\nHost: x\r\n\r\n" % k +
+            "PUT %s HTTP/1.1\r\nHost: x\r\n%s\r\nvalue=1" % (k, form) +
+            "GET %s HTTP/1.1\r\nHost: x\r\n\r\n" % k +
+            "PUT %s HTTP/1.1\r\nHost: x\r\n%s\r\nvalue=2" % (k, form) +
+            "GET %s HTTP/1.1\r\nHost: x\r\n\r\n" % k)
+    c = RawConn(server.client_port)
+    try:
+        c.send(reqs.encode())  # one write: the server sees them together
+        got = [next_response(c) for _ in range(5)]
+    finally:
+        c.close()
+    assert [g[0] for g in got] == [404, 201, 200, 200, 200]
+    assert b'"value":"1"' in got[2][2]
+    assert b'"action":"set"' in got[3][2] and b'"value":"2"' in got[3][2]
+    assert b'"value":"2"' in got[4][2]
+    idx = [int(g[1]["x-etcd-index"]) for g in got]
+    assert idx == sorted(idx)
+
+
+def test_watch_on_a_connection_that_served_reads(server, uniq):
+    k = "/v2/keys%s/w" % uniq
+    c = RawConn(server.client_port)
+    cl = server.client()
+    try:
+        for _ in range(3):
+            c.get(k)
+            assert next_response(c)[0] == 404
+        c.get(k + "?wait=true")
+        c.status, c.headers = None, {}
+        assert c.idle_for(0.3)
+        assert cl.put(k[len("/v2/keys"):], value="v").status == 201
+        body = c.read_body()
+        assert b'"action":"set"' in body and b'"value":"v"' in body
+    finally:
+        c.close()
+        cl.close()
+
+
+def test_read_your_writes_across_connections(server, uniq):
+    """A write acknowledged on one connection is seen by a read on any
+    other, with indices that never go back."""
+    writers = [server.client() for _ in range(2)]
+    readers = [server.client() for _ in range(4)]
+    try:
+        last = 0
+        for i in range(200):
+            w = writers[i % 2].put("%s/k" % uniq, value=str(i))
+            assert w.status in (200, 201)
+            r = readers[i % 4].get("%s/k" % uniq)
+            assert r.status == 200
+            assert r.json()["node"]["value"] == str(i)
+            assert r.etcd_index >= w.etcd_index >= last
+            assert int(r.header("X-Raft-Index")) >= r.etcd_index
+            last = r.etcd_index
+    finally:
+        for c in writers + readers:
+            c.close()
+
+
+def http_threads(pid):
+    n = 0
+    for tid in os.listdir("/proc/%d/task" % pid):
+        try:
+            with open("/proc/%d/task/%s/comm" % (pid, tid)) as f:
+                n += f.read().strip() == "raftd-http"
+        except FileNotFoundError:
+            pass
+    return n
+
+
+@pytest.mark.parametrize("count", [0, 1, 3])
+def test_http_threads_flag(make_server, count):
+    if harness.target() != "raftd":
+        pytest.skip("a raftd flag")
+    s = make_server(extra_args=["--http-threads", str(count)])
+    assert http_threads(s.proc.pid) == count
+    conns = [s.client() for _ in range(5)]
+    try:
+        assert conns[0].put("/t", value="x").status == 201
+        for c in conns:
+            assert c.get("/t").json()["node"]["value"] == "x"
+        m = conns[0].request("GET", "/metrics").body.decode()
+        gauge = [ln for ln in m.splitlines()
+                 if ln.startswith("etcfs_http_connections ")]
+        assert gauge and float(gauge[0].split()[1]) >= 5
+    finally:
+        for c in conns:
+            c.close()
+
+
+def test_default_is_one_http_thread_per_cpu(make_server):
+    if harness.target() != "raftd":
+        pytest.skip("a raftd flag")
+    s = make_server()
+    cpus = os.cpu_count()
+    assert http_threads(s.proc.pid) == (cpus if cpus > 1 else 0)
+
+
+def test_stop_under_read_and_write_load(make_server):
+    """SIGTERM while clients read and write on many connections: raftd
+    exits cleanly (no hang, and the sanitizers see no leak or race)."""
+    if harness.target() != "raftd":
+        pytest.skip("raftd's shutdown")
+    s = make_server(extra_args=["--http-threads", "2"])
+    s.client().put("/load", value="x")
+    stop = threading.Event()
+
+    def hammer(write):
+        port = s.client_port
+        while not stop.is_set():
+            try:
+                sock = socket.create_connection(("127.0.0.1", port), timeout=2)
+            except OSError:
+                return
+            try:
+                for _ in range(50):
+                    if write:
+                        req = (b"PUT /v2/keys/load HTTP/1.1\r\nHost: x\r\n"
+                               b"Content-Type: application/x-www-form-urlencoded\r\n"
+                               b"Content-Length: 7\r\n\r\nvalue=y")
+                    else:
+                        req = b"GET /v2/keys/load HTTP/1.1\r\nHost: x\r\n\r\n"
+                    sock.sendall(req)
+                    if not sock.recv(65536):
+                        break
+            except OSError:
+                pass
+            finally:
+                sock.close()
+
+    threads = [threading.Thread(target=hammer, args=(i == 0,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    try:
+        watcher = s.client()
+
+        def loaded():
+            st = watcher.request("GET", "/v2/stats/store").json()
+            return st["getsSuccess"] > 200 and st["setsSuccess"] > 20
+        harness.deadline_poll(loaded, 20, what="reads and writes under way")
+        watcher.close()
+        t0 = time.monotonic()
+        s.proc.send_signal(signal.SIGTERM)
+        s.proc.wait(timeout=20)
+        assert s.proc.returncode == 0
+        assert time.monotonic() - t0 < 10
+    finally:
+        stop.set()
+        for t in threads:
+            t.join()
