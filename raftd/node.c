@@ -5,6 +5,7 @@
  * startup (snapshot load + WAL replay), SYNC/TTL proposals, snapshots and
  * WAL purge, linearizable reads (ReadIndex) and the orderly close. */
 #include <errno.h>
+#include <malloc.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -1307,6 +1308,11 @@ static void snap_done(struct raftd *n, struct snap_job *job)
     n->snap_in_progress = false;
     store_buf_free(&job->image);
     free(job);
+    /* The store image and the compacted log entries were tens of MB in
+     * the middle of the heap: give the pages back rather than keep them
+     * until malloc happens to reuse them (RSS would depend on the order
+     * in which a snapshot's buffers were freed). Once per snapshot. */
+    malloc_trim(0);
     if (n->closing)
         node_close_continue(n);
 }
