@@ -767,6 +767,7 @@ void api_handle_worker(struct http_request *req)
         if (strcmp(clean, path) == 0 && api_plain_read(n, req, key))
             return;
     }
+    __atomic_fetch_add(&n->metrics.moves_to_loop, 1, __ATOMIC_RELAXED);
     http_request_move(req, n->http);
 }
 
@@ -787,11 +788,34 @@ void api_unpark(struct raftd *n)
     free(list);
 }
 
+/* On the loop thread: a connection whose second or later request is a
+ * plain read, and that never moved, goes to an HTTP thread with that
+ * request (the thread checks it fully and sends it back if it is not). */
+static bool api_hand_to_worker(struct raftd *n, struct http_request *req)
+{
+    if (n->n_workers == 0 || req->seq == 0 || req->moves > 0 ||
+        !n->serving || n->closing)
+        return false;
+    if (strcmp(req->method, "GET") != 0 && strcmp(req->method, "HEAD") != 0)
+        return false;
+    if (strncmp(req->path, "/v2/keys", 8) != 0 ||
+        (req->path[8] != '\0' && req->path[8] != '/'))
+        return false;
+    if (http_request_form_get(req, "wait") != NULL ||
+        http_request_form_get(req, "quorum") != NULL)
+        return false;
+    n->metrics.moves_to_threads++;
+    http_request_move(req, workers_next(n));
+    return true;
+}
+
 void api_handle(struct http_request *req)
 {
     struct raftd *n = req->server_data;
 
     req->data = NULL;
+    if (api_hand_to_worker(n, req))
+        return;
     if (!n->serving && !n->closing) {
         if (n->n_parked == n->cap_parked) {
             size_t cap = n->cap_parked ? 2 * n->cap_parked : 16;

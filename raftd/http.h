@@ -85,6 +85,8 @@ struct http_request {
     int http_major;         /* 1 */
     int http_minor;         /* 0 or 1 */
     int keep_alive;         /* 1 if the connection stays open after it */
+    unsigned seq;           /* requests the connection sent before this one */
+    unsigned moves;         /* times the connection moved (http_request_move) */
 
     /* The request-target split as Go's url.ParseRequestURI does (no
      * fragment: a '#' stays in the path or query). raw_path is the bytes
@@ -279,11 +281,10 @@ size_t http_server_connection_count(const struct http_server *srv);
  *
  * A server and its connections live on one loop, driven by one thread.
  * Servers on different loops (threads) can pass connections to each other:
- * a server that accepts can delegate new connections, and a handler can
- * move a request it does not want to serve, with its connection, to
- * another server. Both are safe across threads. A server that may receive
- * connections must stay allocated (not closed) while any server that can
- * send it one is open or still delegating. */
+ * a handler can move a request it does not want to serve, with its
+ * connection, to another server, safely across threads. A server that may
+ * receive connections must stay allocated (not closed) while any server
+ * that can send it one is open. */
 
 /* Hands req, unfinished, and its connection to dst: dst's handler gets
  * req on dst's loop once the answers to earlier requests of the
@@ -293,12 +294,6 @@ size_t http_server_connection_count(const struct http_server *srv);
  * belongs to dst from the call on. If the connection fails or dst is
  * closing, the connection is closed and the request dropped. */
 void http_request_move(struct http_request *req, struct http_server *dst);
-
-/* New connections accepted by srv are handed, round robin, to to[0..n)
- * (servers on other loops, or srv itself) before their first request is
- * read. to is copied; n == 0 stops it. From srv's loop. */
-int http_server_delegate(struct http_server *srv,
-                         struct http_server *const *to, size_t n);
 
 typedef void (*http_server_close_cb)(struct http_server *srv);
 

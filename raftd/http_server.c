@@ -84,6 +84,8 @@ struct conn {
     struct conn *inbox_next;        /* in move_to's inbox */
     struct http_server *move_to;    /* while moving */
     int move_fd;                    /* the socket, dup'd, while in transit */
+    unsigned next_seq;              /* the next request's req.seq */
+    unsigned moves;                 /* req.moves */
     uint64_t stamp; /* last activity (idle) or linger start */
     http_parser parser;
     struct http_request req;
@@ -143,8 +145,8 @@ struct http_server {
     size_t dispatched;          /* requests given to the handler */
     time_t date_sec;
     char date[40];
-    /* Connections other servers move here (http_request_move, delegated
-     * accepts), from any thread: the mutex guards the list and the shut
+    /* Connections other servers move here (http_request_move), from any
+     * thread: the mutex guards the list and the shut
      * flag, and is held across uv_async_send so that a closing server's
      * async handle is never signalled after it is closed. */
     int has_inbox;
@@ -152,9 +154,7 @@ struct http_server {
     pthread_mutex_t inbox_mu;
     struct conn *inbox_head, *inbox_tail;
     int inbox_shut;
-    /* New connections go to these servers, round robin (delegate). */
-    struct http_server **delegates;
-    size_t ndelegates, next_delegate;
+
     char rbuf[READ_BUF_SIZE];
 };
 
@@ -542,6 +542,7 @@ static int finalize_request(struct conn *c)
     r->server_data = server_data;
     r->remote = remote;
     r->server = c->srv;
+    r->moves = c->moves;
     r->method = method;
     r->http_major = c->parser.http_major;
     r->http_minor = c->parser.http_minor;
@@ -1288,6 +1289,7 @@ static void dispatch(struct conn *c)
     }
     c->busy = 1;
     c->not_first = 1;
+    c->req.seq = c->next_seq++;
     c->after_post = c->parser.method == HTTP_POST;
     c->srv->dispatched++;
     list_remove(&c->timed);
@@ -1548,15 +1550,10 @@ static void on_connection(uv_stream_t *ls, int status)
                      ntohs(a->sin_port));
         }
     }
+    c->req.server = srv;
     c->req.server_data = srv->cfg.data;
     http_parser_init(&c->parser, HTTP_REQUEST);
     c->parser.data = c;
-    if (srv->ndelegates > 0) {
-        c->moving = 1;
-        c->move_to = srv->delegates[srv->next_delegate++ % srv->ndelegates];
-        move_step(c);
-        return;
-    }
     if (uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read) != 0) {
         conn_close(c, 0);
         return;
@@ -1676,13 +1673,14 @@ static void on_move_close(uv_handle_t *h)
     maybe_finish_close(src);
 }
 
-/* On the destination's loop: give the connection a handle, then either
- * dispatch its moved request or start reading a fresh one. */
+/* On the destination's loop: give the connection a handle and dispatch
+ * its moved request. */
 static void adopt(struct http_server *srv, struct conn *c)
 {
     c->srv = srv;
     c->req.server = srv;
     c->req.server_data = srv->cfg.data;
+    c->req.moves = ++c->moves;
     c->moving = 0;
     c->in_transit = 0;
     c->in_ready = 0;
@@ -1705,14 +1703,10 @@ static void adopt(struct http_server *srv, struct conn *c)
         conn_close(c, 0);
         return;
     }
-    if (c->busy) {
-        srv->dispatched++;
-        c->in_handler = 1;
-        srv->cfg.handler(&c->req);
-        c->in_handler = 0;
-    } else {
-        idle_touch(c);
-    }
+    srv->dispatched++;
+    c->in_handler = 1;
+    srv->cfg.handler(&c->req);
+    c->in_handler = 0;
     if (c->closing)
         return;
     /* Read on while a request is busy, as a connection that never moved
@@ -1774,23 +1768,6 @@ void http_request_move(struct http_request *req, struct http_server *dst)
     }
     list_remove(&c->timed);
     schedule_ready(c);
-}
-
-int http_server_delegate(struct http_server *srv,
-                         struct http_server *const *to, size_t n)
-{
-    struct http_server **d = NULL;
-    if (n > 0) {
-        d = malloc(n * sizeof(*d));
-        if (d == NULL)
-            return -ENOMEM;
-        memcpy(d, to, n * sizeof(*d));
-    }
-    free(srv->delegates);
-    srv->delegates = d;
-    srv->ndelegates = n;
-    srv->next_delegate = 0;
-    return 0;
 }
 
 /* ---- server lifecycle ------------------------------------------------------ */
@@ -1970,7 +1947,6 @@ static void maybe_finish_close(struct http_server *srv)
         srv->close_cb(srv);
     if (srv->has_inbox)
         pthread_mutex_destroy(&srv->inbox_mu);
-    free(srv->delegates);
     free(srv->listeners);
     free(srv);
 }
@@ -1979,7 +1955,6 @@ void http_server_close(struct http_server *srv, http_server_close_cb cb)
 {
     srv->closing = 1;
     srv->close_cb = cb;
-    srv->ndelegates = 0;
     inbox_shut(srv);
     for (size_t i = 0; i < srv->nlisteners; i++)
         uv_close((uv_handle_t *)&srv->listeners[i]->tcp, on_listener_close);

@@ -155,5 +155,15 @@ int metrics_render(struct raftd *n, struct store_buf *b)
         rv = emit_gauge(b, "etcfs_http_connections", "gauge",
                         "Open client connections.",
                         (double)workers_connection_count(n));
+    if (rv == 0)
+        rv = emit_gauge(b, "etcfs_http_moved_to_threads_total", "counter",
+                        "Client connections moved to an HTTP thread.",
+                        (double)m->moves_to_threads);
+    if (rv == 0)
+        rv = emit_gauge(b, "etcfs_http_moved_to_loop_total", "counter",
+                        "Client connections an HTTP thread moved back to "
+                        "the loop thread.",
+                        (double)__atomic_load_n(&m->moves_to_loop,
+                                                __ATOMIC_RELAXED));
     return rv;
 }

@@ -52,6 +52,9 @@ struct raftd_metrics {
     uint64_t snapshots;
     uint64_t wal_batches;
     uint64_t wal_entries;
+    /* Connections moved to an HTTP thread, and back (atomic: workers). */
+    uint64_t moves_to_threads;
+    uint64_t moves_to_loop;
 };
 
 void metrics_observe(struct metrics_hist *h, double seconds);
@@ -193,7 +196,7 @@ struct raftd {
      * takes for writing around every change to the store; pub_commit and
      * pub_term are the Raft commit index and term they put in headers. */
     struct raftd_worker **workers;
-    size_t n_workers;
+    size_t n_workers, next_worker;
     bool store_locking;
     pthread_rwlock_t store_lock;
     uint64_t pub_commit, pub_term;
@@ -347,9 +350,11 @@ void node_store_unlock(struct raftd *n);
 void node_publish_raft_state(struct raftd *n);
 
 /* ---- workers.c ---- */
-/* Starts --http-threads workers and delegates n->http's new connections
- * to them; 0 or a negative errno (then none is running). */
+/* Starts --http-threads workers; 0 or a negative errno (then none is
+ * running). */
 int workers_start(struct raftd *n);
+/* The next worker's server, round robin (n_workers > 0). */
+struct http_server *workers_next(struct raftd *n);
 /* Stops and joins them; connections they hold are closed. Loop thread. */
 void workers_stop(struct raftd *n);
 /* Open client connections, the loop thread's and the workers'. */

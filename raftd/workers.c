@@ -1,11 +1,13 @@
 /* HTTP worker threads (--http-threads). Each runs its own libuv loop and
- * HTTP server. The loop thread accepts client connections and deals them
- * out round robin; a worker answers plain reads of /v2/keys itself, from
- * the store under the read side of n->store_lock, and moves anything else
- * (writes, watches, quorum reads, other endpoints) with its connection to
- * the loop thread, where the connection then stays. A read-only client
- * thus never touches the loop thread, whose time goes to Raft, the WAL
- * and writes. See docs/raftd.md, "HTTP threads". */
+ * HTTP server. The loop thread accepts client connections and serves
+ * their first request; a connection that then sends a plain read of
+ * /v2/keys moves, with that request, to an HTTP thread (round robin),
+ * which answers plain reads itself from the store under the read side of
+ * n->store_lock. Anything else it gets (a write, a watch, a quorum read,
+ * another endpoint) moves the connection back to the loop thread for
+ * good. A read-mostly client thus costs the loop thread nothing, while a
+ * client that opens a connection per request, or writes, never moves.
+ * See docs/raftd.md, "HTTP threads". */
 #include <errno.h>
 #include <pthread.h>
 #include <stdlib.h>
@@ -82,7 +84,6 @@ static int worker_new(struct raftd *n, struct raftd_worker **out)
 int workers_start(struct raftd *n)
 {
     unsigned count = n->cfg->http_threads;
-    struct http_server *servers[RAFTD_HTTP_THREADS_MAX];
     pthread_rwlockattr_t attr;
     int rv;
 
@@ -107,19 +108,18 @@ int workers_start(struct raftd *n)
             workers_stop(n);
             return rv;
         }
-        servers[i] = n->workers[i]->http;
         n->n_workers++;
     }
-    rv = http_server_delegate(n->http, servers, count);
-    if (rv != 0)
-        workers_stop(n);
-    return rv;
+    return 0;
+}
+
+struct http_server *workers_next(struct raftd *n)
+{
+    return n->workers[n->next_worker++ % n->n_workers]->http;
 }
 
 void workers_stop(struct raftd *n)
 {
-    if (n->http != NULL)
-        http_server_delegate(n->http, NULL, 0);
     for (size_t i = 0; i < n->n_workers; i++) {
         struct raftd_worker *w = n->workers[i];
         uv_async_send(&w->stop);

@@ -1,6 +1,6 @@
-# raftd's HTTP threads (--http-threads, docs/raftd.md): plain reads are
-# answered on a worker thread, anything else moves with its connection to
-# the loop thread. What a client must not be able to tell: order on a
+# raftd's HTTP threads (--http-threads, docs/raftd.md): a connection that
+# keeps sending plain reads is served on an HTTP thread, anything else
+# moves it back to the loop thread. What a client must not be able to tell: order on a
 # connection, read-your-writes across connections, watches on a connection
 # that served reads first. The behaviour tests run against etcd too.
 import os
@@ -25,7 +25,9 @@ def next_response(conn):
 def test_pipelined_reads_and_writes_answer_in_order(server, uniq):
     k = "/v2/keys%s/k" % uniq
     form = "Content-Type: application/x-www-form-urlencoded\r\nContent-Length: 7\r\n"
-    reqs = ("GET %s HTTP/1.1\r\nHost: x\r\n\r\n" % k +
+    # raftd: the second GET moves the connection to an HTTP thread, the
+    # first PUT moves it back while that GET's answer may be unsent.
+    reqs = ("GET %s HTTP/1.1\r\nHost: x\r\n\r\n" % k * 2 +
             "PUT %s HTTP/1.1\r\nHost: x\r\n%s\r\nvalue=1" % (k, form) +
             "GET %s HTTP/1.1\r\nHost: x\r\n\r\n" % k +
             "PUT %s HTTP/1.1\r\nHost: x\r\n%s\r\nvalue=2" % (k, form) +
@@ -33,13 +35,13 @@ def test_pipelined_reads_and_writes_answer_in_order(server, uniq):
     c = RawConn(server.client_port)
     try:
         c.send(reqs.encode())  # one write: the server sees them together
-        got = [next_response(c) for _ in range(5)]
+        got = [next_response(c) for _ in range(6)]
     finally:
         c.close()
-    assert [g[0] for g in got] == [404, 201, 200, 200, 200]
-    assert b'"value":"1"' in got[2][2]
-    assert b'"action":"set"' in got[3][2] and b'"value":"2"' in got[3][2]
-    assert b'"value":"2"' in got[4][2]
+    assert [g[0] for g in got] == [404, 404, 201, 200, 200, 200]
+    assert b'"value":"1"' in got[3][2]
+    assert b'"action":"set"' in got[4][2] and b'"value":"2"' in got[4][2]
+    assert b'"value":"2"' in got[5][2]
     idx = [int(g[1]["x-etcd-index"]) for g in got]
     assert idx == sorted(idx)
 
@@ -93,6 +95,57 @@ def http_threads(pid):
         except FileNotFoundError:
             pass
     return n
+
+
+def moves(client):
+    """(connections moved to HTTP threads, moved back) from /metrics."""
+    m = client.request("GET", "/metrics").body.decode()
+    got = {}
+    for ln in m.splitlines():
+        for name in ("etcfs_http_moved_to_threads_total", "etcfs_http_moved_to_loop_total"):
+            if ln.startswith(name + " "):
+                got[name] = int(float(ln.split()[1]))
+    return got["etcfs_http_moved_to_threads_total"], got["etcfs_http_moved_to_loop_total"]
+
+
+def test_which_connections_move(make_server):
+    """A connection moves to an HTTP thread at its second plain read, and
+    back for good at its first request of any other kind; a client that
+    opens a connection per request, or only writes, never moves."""
+    if harness.target() != "raftd":
+        pytest.skip("raftd's threads")
+    s = make_server(extra_args=["--http-threads", "2"])
+    meter = s.client()
+    base = moves(meter)  # the meter's own requests: first on its connection,
+    assert base == (0, 0)  # then /metrics, which is not a plain read
+
+    def delta():
+        now = moves(meter)
+        return now[0] - base[0], now[1] - base[1]
+
+    for i in range(20):  # a connection per request: never moves
+        c = s.client()
+        assert c.put("/m/a", value=str(i)).status in (200, 201)
+        c.close()
+        c = s.client()
+        assert c.get("/m/a").status == 200
+        c.close()
+    w = s.client()  # writes only
+    for i in range(20):
+        assert w.put("/m/b", value=str(i)).status in (200, 201)
+    w.close()
+    assert delta() == (0, 0)
+
+    r = s.client()  # reads: moves once, at its second read
+    for _ in range(20):
+        assert r.get("/m/a").status == 200
+    assert delta() == (1, 0)
+    assert r.put("/m/a", value="x").status == 200  # back for good
+    for _ in range(5):
+        assert r.get("/m/a").json()["node"]["value"] == "x"
+    assert r.get("/m/a", wait="true", waitIndex="1").status == 200
+    assert delta() == (1, 1)
+    r.close()
 
 
 @pytest.mark.parametrize("count", [0, 1, 3])

@@ -1291,11 +1291,14 @@ TEST(listen_ipv6_and_localhost)
     ASSERT_OK(uv_loop_close(&loop));
 }
 
-/* ---- several loops: delegated accepts and moved requests ------------------ */
+/* ---- several loops: moved requests --------------------------------------- */
 
-/* Server 0 accepts and deals connections to servers 1 and 2, each on its
- * own loop thread. Those answer /local and /big themselves and move
- * everything else to server 0, which answers "main" or parks /park. */
+/* Server 0 accepts; servers 1 and 2 run on loop threads of their own. As
+ * raftd does with plain reads, server 0 answers a connection's first
+ * request itself and moves a later /local or /big request of a connection
+ * that never moved to server 1 or 2, round robin. Those answer /local
+ * and /big and move anything else back to server 0, which answers it (or
+ * parks /park). */
 enum { MFX_N = 3 };
 
 struct mfx;
@@ -1314,6 +1317,7 @@ struct mfx {
     pthread_mutex_t mu;
     int parked, close_calls; /* under mu */
     struct http_request *park; /* server 0's loop only */
+    int next;                  /* server 0's loop only */
 };
 
 static void mfx_count(struct mfx *m, int *field, int delta)
@@ -1359,6 +1363,13 @@ static void mfx_handler(struct http_request *req)
 {
     struct mfx_srv *ms = req->server_data;
     if (ms->idx == 0) {
+        if ((strcmp(req->path, "/local") == 0 ||
+             strcmp(req->path, "/big") == 0) &&
+            req->seq > 0 && req->moves == 0) {
+            http_response_add_header(req, "X-Dropped", "1");
+            http_request_move(req, ms->m->s[1 + ms->m->next++ % 2].srv);
+            return;
+        }
         if (strcmp(req->path, "/park") == 0) {
             ms->m->park = req;
             http_request_set_close_cb(req, mfx_park_close);
@@ -1394,7 +1405,6 @@ static void *mfx_loop(void *arg)
 
 static int mfx_start(struct mfx *m)
 {
-    struct http_server *workers[MFX_N - 1];
     signal(SIGPIPE, SIG_IGN);
     memset(m, 0, sizeof(*m));
     pthread_mutex_init(&m->mu, NULL);
@@ -1411,11 +1421,8 @@ static int mfx_start(struct mfx *m)
             return -1;
         uv_async_init(&ms->loop, &ms->stop, mfx_on_stop);
         ms->stop.data = ms;
-        if (i > 0)
-            workers[i - 1] = ms->srv;
     }
-    if (http_server_listen(m->s[0].srv, "http://127.0.0.1:0", &m->port) != 0 ||
-        http_server_delegate(m->s[0].srv, workers, MFX_N - 1) != 0)
+    if (http_server_listen(m->s[0].srv, "http://127.0.0.1:0", &m->port) != 0)
         return -1;
     for (int i = 0; i < MFX_N; i++)
         if (pthread_create(&m->s[i].thread, NULL, mfx_loop, &m->s[i]) != 0)
@@ -1444,21 +1451,33 @@ static int served_by(const char *r)
     return h ? atoi(h + 12) : -1;
 }
 
-TEST(delegated_connections_round_robin)
+/* Sends GET path on c and returns the X-Server of the answer, -1 on
+ * error; the body must be the path. */
+static int get_on(struct cli *c, const char *path)
+{
+    char req[256], r[4096];
+    snprintf(req, sizeof(req), "GET %s HTTP/1.1\r\nHost: x\r\n\r\n", path);
+    if (cli_sends(c, req) != 0 || cli_response(c, r, sizeof(r)) <= 0)
+        return -1;
+    char *body = strstr(r, "\r\n\r\n");
+    if (body == NULL || strcmp(body + 4, path) != 0)
+        return -1;
+    return served_by(r);
+}
+
+TEST(reads_move_to_other_loops_round_robin)
 {
     struct mfx m;
     struct cli c[4];
-    char r[4096];
     int seen[MFX_N] = {0};
     ASSERT_OK(mfx_start(&m));
     for (int i = 0; i < 4; i++) {
         ASSERT_OK(cli_open(&c[i], m.port));
-        /* One at a time, so accept order is connect order. */
-        ASSERT_OK(cli_sends(&c[i], "GET /local HTTP/1.1\r\nHost: x\r\n\r\n"));
-        ASSERT_GT(cli_response(&c[i], r, sizeof(r)), 0);
-        int who = served_by(r);
+        ASSERT_EQ(get_on(&c[i], "/local"), 0); /* first: served where accepted */
+        int who = get_on(&c[i], "/local");
         ASSERT(who == 1 || who == 2);
         seen[who]++;
+        ASSERT_EQ(get_on(&c[i], "/local"), who); /* and there it stays */
     }
     ASSERT_EQ(seen[1], 2);
     ASSERT_EQ(seen[2], 2);
@@ -1474,22 +1493,24 @@ TEST(moved_request_keeps_pipelined_order)
     char r[4096];
     ASSERT_OK(mfx_start(&m));
     ASSERT_OK(cli_open(&c, m.port));
-    /* local, moved, then local again: once moved, the connection stays
-     * with server 0, and the answers come in request order. */
+    /* Server 0, then a move out, a move back, and no more moves: the
+     * answers come in request order, and headers added before a move are
+     * not sent. */
     ASSERT_OK(cli_sends(&c, "GET /local HTTP/1.1\r\nHost: x\r\n\r\n"
+                            "GET /local HTTP/1.1\r\nHost: x\r\n\r\n"
                             "GET /m1 HTTP/1.1\r\nHost: x\r\n\r\n"
                             "GET /local HTTP/1.1\r\nHost: x\r\n\r\n"));
-    ASSERT_GT(cli_response(&c, r, sizeof(r)), 0);
-    ASSERT(served_by(r) == 1 || served_by(r) == 2);
-    ASSERT(strstr(r, "\r\n\r\n/local") != NULL);
-    ASSERT_GT(cli_response(&c, r, sizeof(r)), 0);
-    ASSERT_EQ(served_by(r), 0);
-    ASSERT(strstr(r, "X-Dropped") == NULL);
-    ASSERT(strstr(r, "\r\n\r\n/m1") != NULL);
-    ASSERT_GT(cli_response(&c, r, sizeof(r)), 0);
-    ASSERT_EQ(served_by(r), 0);
-    ASSERT(strstr(r, "\r\n\r\n/local") != NULL);
-    /* Keep-alive on the new loop. */
+    const char *paths[] = {"/local", "/local", "/m1", "/local"};
+    for (int i = 0; i < 4; i++) {
+        ASSERT_GT(cli_response(&c, r, sizeof(r)), 0);
+        if (i == 1)
+            ASSERT(served_by(r) == 1 || served_by(r) == 2);
+        else
+            ASSERT_EQ(served_by(r), 0);
+        ASSERT(strstr(r, "X-Dropped") == NULL);
+        ASSERT_STR_EQ(strstr(r, "\r\n\r\n") + 4, paths[i]);
+    }
+    /* Keep-alive on the loop it came back to. */
     ASSERT_OK(cli_sends(&c, "POST /m2 HTTP/1.1\r\nHost: x\r\n"
                             "Content-Length: 3\r\n\r\nabc"));
     ASSERT_GT(cli_response(&c, r, sizeof(r)), 0);
@@ -1505,10 +1526,11 @@ TEST(move_waits_for_earlier_answers_to_be_written)
     struct cli c;
     size_t want = 16 << 20, got = 0;
     ASSERT_OK(mfx_start(&m));
-    /* 16 MiB is more than the kernel's socket buffers take while the
-     * client does not read: the worker still has part of the answer in
-     * libuv's hands when the next request asks to move. */
     ASSERT_OK(cli_open(&c, m.port));
+    ASSERT_EQ(get_on(&c, "/local"), 0);
+    /* /big moves to another loop, which answers 16 MiB: more than the
+     * kernel's socket buffers take while the client does not read, so
+     * part of it is still in libuv's hands when /after asks to move back. */
     ASSERT_OK(cli_sends(&c, "GET /big HTTP/1.1\r\nHost: x\r\n\r\n"
                             "GET /after HTTP/1.1\r\nHost: x\r\n\r\n"));
     usleep(100 * 1000);
@@ -1541,6 +1563,11 @@ TEST(moved_request_sees_its_client_go_away)
     struct cli c;
     ASSERT_OK(mfx_start(&m));
     ASSERT_OK(cli_open(&c, m.port));
+    ASSERT_EQ(get_on(&c, "/local"), 0);
+    int who = get_on(&c, "/local");
+    ASSERT(who == 1 || who == 2);
+    /* Back to server 0, which parks it: it must still read the socket
+     * to see the client close. */
     ASSERT_OK(cli_sends(&c, "GET /park HTTP/1.1\r\nHost: x\r\n\r\n"));
     ASSERT(mfx_wait(&m, &m.parked, 1));
     cli_close(&c);
@@ -1553,19 +1580,21 @@ TEST(stopping_with_connections_everywhere)
 {
     struct mfx m;
     struct cli c[6];
-    char r[4096];
     ASSERT_OK(mfx_start(&m));
-    /* Idle ones on each worker, one parked on server 0, and some moving
-     * while the servers stop: every loop must still close cleanly (and
-     * ASan sees no leak). */
-    for (int i = 0; i < 6; i++)
+    /* Idle on server 0 and on the other loops, one parked on server 0,
+     * and some on their way while the servers stop: every loop must still
+     * close cleanly (and ASan sees no leak). */
+    for (int i = 0; i < 6; i++) {
         ASSERT_OK(cli_open(&c[i], m.port));
-    ASSERT_OK(cli_sends(&c[0], "GET /local HTTP/1.1\r\nHost: x\r\n\r\n"));
-    ASSERT_GT(cli_response(&c[0], r, sizeof(r)), 0);
-    ASSERT_OK(cli_sends(&c[1], "GET /park HTTP/1.1\r\nHost: x\r\n\r\n"));
+        ASSERT_EQ(get_on(&c[i], "/local"), 0);
+    }
+    ASSERT(get_on(&c[0], "/local") > 0);
+    ASSERT(get_on(&c[1], "/local") > 0);
+    ASSERT_OK(cli_sends(&c[2], "GET /park HTTP/1.1\r\nHost: x\r\n\r\n"));
     ASSERT(mfx_wait(&m, &m.parked, 1));
-    for (int i = 2; i < 6; i++)
-        ASSERT_OK(cli_sends(&c[i], "GET /moving HTTP/1.1\r\nHost: x\r\n\r\n"));
+    for (int i = 3; i < 6; i++)
+        ASSERT_OK(cli_sends(&c[i], "GET /local HTTP/1.1\r\nHost: x\r\n\r\n"
+                                   "GET /moving HTTP/1.1\r\nHost: x\r\n\r\n"));
     ASSERT_OK(mfx_stop(&m));
     for (int i = 0; i < 6; i++) {
         ASSERT(cli_wait_eof(&c[i]));
@@ -1591,7 +1620,7 @@ TEST_MAIN(TEST_ENTRY(simple_request_go_format), TEST_ENTRY(keep_alive_and_http10
           TEST_ENTRY(request_line_later_400_or_505),
           TEST_ENTRY(go_quote_and_helpers), TEST_ENTRY(url_parse),
           TEST_ENTRY(listen_ipv6_and_localhost),
-          TEST_ENTRY(delegated_connections_round_robin),
+          TEST_ENTRY(reads_move_to_other_loops_round_robin),
           TEST_ENTRY(moved_request_keeps_pipelined_order),
           TEST_ENTRY(move_waits_for_earlier_answers_to_be_written),
           TEST_ENTRY(moved_request_sees_its_client_go_away),
