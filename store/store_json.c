@@ -144,18 +144,25 @@ static int put(struct store_buf *b, const char *s)
     return store_buf_append(b, s, strlen(s));
 }
 
+/* Decimal digits by hand: two numbers go into every event, and snprintf
+ * was a visible share of a GET's own CPU. */
 static int put_u64(struct store_buf *b, uint64_t v)
 {
-    char t[24];
-    snprintf(t, sizeof(t), "%" PRIu64, v);
-    return put(b, t);
+    char t[24], *p = t + sizeof(t);
+    do {
+        *--p = (char)('0' + v % 10);
+        v /= 10;
+    } while (v != 0);
+    return store_buf_append(b, p, (size_t)(t + sizeof(t) - p));
 }
 
 static int put_i64(struct store_buf *b, int64_t v)
 {
-    char t[24];
-    snprintf(t, sizeof(t), "%" PRId64, v);
-    return put(b, t);
+    if (v >= 0)
+        return put_u64(b, (uint64_t)v);
+    int rv = store_buf_append(b, "-", 1);
+    /* -(v + 1) + 1: INT64_MIN has no positive counterpart. */
+    return rv ? rv : put_u64(b, (uint64_t)-(v + 1) + 1);
 }
 
 /* Length of the valid UTF-8 sequence at p (Go's utf8.DecodeRune rules:
