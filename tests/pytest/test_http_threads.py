@@ -228,3 +228,47 @@ def test_stop_under_read_and_write_load(make_server):
         stop.set()
         for t in threads:
             t.join()
+
+
+def test_half_closed_client_gets_every_answer(server, uniq):
+    """Reads, then a write, then the client's EOF, all in one go: raftd
+    moves the connection to a thread and back on the way, and still
+    answers all three before closing (as etcd)."""
+    k = "/v2/keys%s/h" % uniq
+    s = socket.create_connection(("127.0.0.1", server.client_port), timeout=5)
+    try:
+        s.sendall(("GET %s HTTP/1.1\r\nHost: x\r\n\r\n" % k * 2 +
+                   "PUT %s HTTP/1.1\r\nHost: x\r\n"
+                   "Content-Type: application/x-www-form-urlencoded\r\n"
+                   "Content-Length: 7\r\n\r\nvalue=h" % k).encode())
+        s.shutdown(socket.SHUT_WR)
+        c = RawConn(0, sock=s)
+        got = [next_response(c)[0] for _ in range(3)]
+        assert got == [404, 404, 201]
+        s.settimeout(5)
+        assert c.buf == b"" and s.recv(65536) == b""  # then EOF
+    finally:
+        s.close()
+
+
+def test_expect_continue_on_a_connection_that_moved(server, uniq):
+    """Two reads move the connection to a thread; a PUT with
+    Expect: 100-continue is answered 100 there, then moves back."""
+    k = "/v2/keys%s/e" % uniq
+    body = b"value=" + b"e" * 2000
+    s = socket.create_connection(("127.0.0.1", server.client_port), timeout=5)
+    try:
+        c = RawConn(0, sock=s)
+        for _ in range(2):
+            c.get(k)
+            assert next_response(c)[0] == 404
+        s.sendall(("PUT %s HTTP/1.1\r\nHost: x\r\n"
+                   "Content-Type: application/x-www-form-urlencoded\r\n"
+                   "Expect: 100-continue\r\nContent-Length: %d\r\n\r\n"
+                   % (k, len(body))).encode())
+        assert next_response(c)[0] == 100
+        s.sendall(body)
+        status, _, got = next_response(c)
+        assert status == 201 and b'"value":"' + b"e" * 2000 + b'"' in got
+    finally:
+        s.close()
