@@ -14,6 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mount.h>
 #include <sys/stat.h>
 #include <sys/uio.h>
 #include <time.h>
@@ -3243,6 +3244,18 @@ static void handle_closed(uv_handle_t *h)
     fs_free(fs);
 }
 
+/* Stops and joins the notifier thread; only once the connection is
+ * aborted, when nothing it does can wait on us. */
+static void notifier_stop(struct fs *fs)
+{
+    pthread_mutex_lock(&fs->nlock);
+    fs->nstop = true;
+    pthread_cond_signal(&fs->ncond);
+    pthread_mutex_unlock(&fs->nlock);
+    pthread_join(fs->nthread, NULL);
+    fs->njoined = true;
+}
+
 /* The last step of fs_close, once no backend call is in flight. */
 static void fs_finish_close(struct fs *fs)
 {
@@ -3258,7 +3271,7 @@ static void fs_finish_close(struct fs *fs)
      * this thread can answer: keep serving the session until it exits
      * (the detached mount's kernel side stays alive until the fd closes). */
     int fd = fuse_session_fd(fs->se);
-    while (pthread_tryjoin_np(fs->nthread, NULL) == EBUSY) {
+    while (!fs->njoined && pthread_tryjoin_np(fs->nthread, NULL) == EBUSY) {
         struct pollfd p = {.fd = fd, .events = POLLIN};
         if (poll(&p, 1, 10) <= 0)
             continue;
@@ -3307,8 +3320,18 @@ void fs_close(struct fs *fs)
     for (struct fs_fh *fh = fs->fhs; fh != NULL; fh = fh->next)
         if (fh->kind == FS_KIND_WATCH)
             watch_stop(fh);
-    /* Unmounting first makes the kernel fail new requests, so the
-     * notifier thread cannot wait on one that we will never answer. */
+    /* The notifier thread must not be waiting on the kernel when we stop
+     * serving. As root, MNT_FORCE aborts the FUSE connection (the
+     * kernel's umount_begin) without closing our fd: its pending
+     * requests and notifications fail, and it can be joined before the
+     * fd is closed. Otherwise (fusermount, EPERM) unmounting closes the
+     * fd under it, which aborts the connection too, but a notification
+     * about to be written could then reach a reused fd number. */
+    if (umount2(fs->mountpoint, MNT_FORCE) == 0 || errno == EBUSY) {
+        if (errno == EBUSY)
+            umount2(fs->mountpoint, MNT_DETACH); /* files still open in it */
+        notifier_stop(fs);
+    }
     fuse_session_unmount(fs->se);
     if (fs->inflight == 0)
         fs_finish_close(fs);

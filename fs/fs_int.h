@@ -201,6 +201,7 @@ struct fs {
     uv_timer_t defer;
     int open_handles;
     bool exited, closing, finishing;
+    bool njoined; /* the notifier thread is joined (fs_close) */
     /* The kernel's INIT request, seen by io_read, until its reply is
      * written (io_writev): its unique, and whether the kernel offered
      * FUSE_HANDLE_KILLPRIV_V2. */

@@ -356,3 +356,43 @@ def test_raftd_rename_dir_over_empty_dir(fsm_raftd):
     except OSError as e:
         assert e.errno == errno.ENOTEMPTY
     assert sorted(os.listdir(r.p("dst"))) == ["sub", "x"]
+
+
+def test_raftd_stops_with_the_mount_busy_and_replays_running(fsm_raftd):
+    """SIGTERM while a process has its cwd and an open file in the mount
+    (umount would say EBUSY) and HTTP writes keep the notifier replaying:
+    raftd exits 0 within seconds and the mount is gone (fs_close aborts
+    the connection, joins the notifier, then unmounts)."""
+    r = fsm_raftd
+    with open(r.p("held"), "w") as f:
+        f.write("x")
+    holder = subprocess.Popen(["sh", "-c", "exec 3<held; sleep 30"], cwd=r.mnt)
+    stop = threading.Event()
+
+    def writer():
+        i = 0
+        while not stop.is_set():
+            try:
+                http("PUT", r.url + "/v2/keys/w%d" % (i % 50), value=str(i))
+            except OSError:
+                return
+            i += 1
+
+    t = threading.Thread(target=writer)
+    t.start()
+    try:
+        wait_for(lambda: os.path.exists(r.p("w10")), 10, "replays under way")
+        r.proc.send_signal(signal.SIGTERM)
+        r.proc.wait(15)
+        assert r.proc.returncode == 0
+        # Not os.path.ismount: a dead FUSE mount fails stat, which
+        # ismount takes for "not a mount point".
+        def in_mount_table():
+            with open("/proc/self/mounts") as f:
+                return any(ln.split()[1] == r.mnt for ln in f)
+        wait_for(lambda: not in_mount_table(), 5, "mount gone")
+    finally:
+        stop.set()
+        t.join()
+        holder.kill()
+        holder.wait()
