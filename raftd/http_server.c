@@ -1635,6 +1635,9 @@ static int inbox_push(struct http_server *dst, struct conn *c)
  * then hand the socket over. */
 static void move_step(struct conn *c)
 {
+    if (c->in_ready)
+        return; /* process_ready comes back here: the connection must be
+                   off this server's ready list before it leaves */
     if (c->closing) {
         maybe_free(c);
         return;
