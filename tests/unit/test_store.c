@@ -404,6 +404,21 @@ static struct store_event *put(struct store *s, const char *line, int64_t now)
     return NULL;
 }
 
+TEST(overdue_ttl_is_negative_in_json)
+{
+    /* Read after its expiry time but before the SYNC entry that removes
+     * it, a key has a negative ttl: the sign must survive the JSON
+     * writer's hand-made number formatting. */
+    struct store *s = store_new();
+    struct store_event *ev;
+    put(s, "PUT /late?value=v&ttl=10", NOW);
+    ASSERT_OK(store_read(s, "/late", false, NOW + 25000000000LL, &ev, NULL));
+    ASSERT(strstr(ev_json(ev), ",\"ttl\":-15,\"modifiedIndex\":1,"
+                               "\"createdIndex\":1}") != NULL);
+    store_event_unref(ev);
+    store_free(s);
+}
+
 TEST(ttl_refresh_golden)
 {
     struct store *s = new_padded();
@@ -1198,6 +1213,7 @@ TEST(ttl_saturates)
 
 TEST_MAIN(TEST_ENTRY(golden_session), TEST_ENTRY(golden_session2),
           TEST_ENTRY(error_table),
+          TEST_ENTRY(overdue_ttl_is_negative_in_json),
           TEST_ENTRY(ttl_refresh_golden), TEST_ENTRY(watch_expire_golden),
           TEST_ENTRY(watch_hidden_and_once), TEST_ENTRY(watch_history),
           TEST_ENTRY(watch_many), TEST_ENTRY(post_in_order),
