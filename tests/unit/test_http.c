@@ -1533,10 +1533,10 @@ TEST(move_waits_for_earlier_answers_to_be_written)
      * part of it is still in libuv's hands when /after asks to move back. */
     ASSERT_OK(cli_sends(&c, "GET /big HTTP/1.1\r\nHost: x\r\n\r\n"
                             "GET /after HTTP/1.1\r\nHost: x\r\n\r\n"));
-    usleep(100 * 1000);
-    ASSERT_GT(cli_fill(&c, 5000), 0);
-    char *e = strstr(c.buf, "\r\n\r\n");
-    ASSERT(e != NULL);
+    char *e;
+    c.buf[c.len] = 0;
+    while ((e = strstr(c.buf, "\r\n\r\n")) == NULL)
+        ASSERT_GT(cli_fill(&c, 5000), 0);
     ASSERT(strstr(c.buf, "Content-Length: 16777216\r\n") != NULL);
     size_t h = (size_t)(e + 4 - c.buf);
     got = c.len - h;
