@@ -282,17 +282,19 @@ size_t http_server_connection_count(const struct http_server *srv);
  * A server and its connections live on one loop, driven by one thread.
  * Servers on different loops (threads) can pass connections to each other:
  * a handler can move a request it does not want to serve, with its
- * connection, to another server, safely across threads. A server that may
- * receive connections must stay allocated (not closed) while any server
- * that can send it one is open. */
+ * connection, to another server, safely across threads. A move holds a
+ * reference on its destination: a server closed while moves toward it are
+ * under way is freed after the last of them, which finds it closed. */
 
 /* Hands req, unfinished, and its connection to dst: dst's handler gets
  * req on dst's loop once the answers to earlier requests of the
  * connection are written, as if it had arrived there; the connection
  * stays with dst. Call it from srv's loop, from the handler or later,
- * before beginning a response (headers added so far are dropped). req
+ * before beginning a response (headers added so far are dropped). dst
+ * must not have finished closing (its close callback not yet run). req
  * belongs to dst from the call on. If the connection fails or dst is
- * closing, the connection is closed and the request dropped. */
+ * closing or closed by the time the connection gets there, the
+ * connection is closed and the request dropped. */
 void http_request_move(struct http_request *req, struct http_server *dst);
 
 typedef void (*http_server_close_cb)(struct http_server *srv);

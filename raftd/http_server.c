@@ -150,6 +150,10 @@ struct http_server {
      * flag, and is held across uv_async_send so that a closing server's
      * async handle is never signalled after it is closed. */
     int has_inbox;
+    /* The memory outlives the close while a move toward this server is
+     * under way on another thread: each such move holds a reference, and
+     * so does the server itself until its close completes. */
+    unsigned refs;
     uv_async_t inbox_async;
     pthread_mutex_t inbox_mu;
     struct conn *inbox_head, *inbox_tail;
@@ -165,6 +169,7 @@ static void maybe_finish_close(struct http_server *srv);
 static void timer_update(struct http_server *srv);
 static void on_ready(uv_idle_t *h);
 static void move_step(struct conn *c);
+static void server_unref(struct http_server *srv);
 static size_t kept_input_max(const struct conn *c);
 
 /* ---- request parsing ---------------------------------------------------- */
@@ -1034,8 +1039,11 @@ static void conn_close(struct conn *c, int status)
     c->closing = 1;
     list_remove(&c->timed);
     c->out.len = 0;
-    if (c->moving)
+    if (c->moving) {
         c->busy = 0; /* no handler owns a request on its way: dropped */
+        c->moving = 0;
+        server_unref(c->move_to);
+    }
     if (c->busy && !c->notified) {
         c->close_status = status;
         c->notify_pending = 1;
@@ -1612,6 +1620,15 @@ static void timer_update(struct http_server *srv)
 
 static void on_move_close(uv_handle_t *h);
 
+static void server_unref(struct http_server *srv)
+{
+    if (__atomic_sub_fetch(&srv->refs, 1, __ATOMIC_ACQ_REL) != 0)
+        return;
+    pthread_mutex_destroy(&srv->inbox_mu);
+    free(srv->listeners);
+    free(srv);
+}
+
 static int inbox_push(struct http_server *dst, struct conn *c)
 {
     int rv = 0;
@@ -1666,13 +1683,15 @@ static void move_step(struct conn *c)
 static void on_move_close(uv_handle_t *h)
 {
     struct conn *c = h->data;
-    struct http_server *src = c->srv;
+    struct http_server *src = c->srv, *dst = c->move_to;
     list_remove(&c->all);
     conn_count(src, -1);
-    if (inbox_push(c->move_to, c) != 0) {
+    /* Once pushed, c belongs to dst's thread: not touched again here. */
+    if (inbox_push(dst, c) != 0) {
         close(c->move_fd);
         free_conn_memory(c);
     }
+    server_unref(dst);
     maybe_finish_close(src);
 }
 
@@ -1765,6 +1784,7 @@ void http_request_move(struct http_request *req, struct http_server *dst)
     }
     c->moving = 1;
     c->move_to = dst;
+    __atomic_add_fetch(&dst->refs, 1, __ATOMIC_RELAXED);
     if (c->reading) {
         uv_read_stop((uv_stream_t *)&c->tcp);
         c->reading = 0;
@@ -1805,6 +1825,7 @@ int http_server_new(uv_loop_t *loop, const struct http_server_config *config,
     }
     srv->inbox_async.data = srv;
     srv->has_inbox = 1;
+    srv->refs = 1;
     uv_idle_init(loop, &srv->ready_handle);
     srv->ready_handle.data = srv;
     uv_timer_init(loop, &srv->timer);
@@ -1948,10 +1969,7 @@ static void maybe_finish_close(struct http_server *srv)
         return;
     if (srv->close_cb != NULL)
         srv->close_cb(srv);
-    if (srv->has_inbox)
-        pthread_mutex_destroy(&srv->inbox_mu);
-    free(srv->listeners);
-    free(srv);
+    server_unref(srv);
 }
 
 void http_server_close(struct http_server *srv, http_server_close_cb cb)

@@ -1602,6 +1602,65 @@ TEST(stopping_with_connections_everywhere)
     }
 }
 
+/* Server A moves its request to server B and closes B in the same breath:
+ * B's close completes before the move reaches it. The move must find B
+ * shut (its memory kept for it) and close the connection, not write into
+ * a freed server. Both servers on one loop makes the order certain. */
+struct race {
+    uv_loop_t loop;
+    uv_async_t stop;
+    struct http_server *a, *b;
+};
+
+static void race_handler(struct http_request *req)
+{
+    struct race *r = req->server_data;
+    http_request_move(req, r->b);
+    http_server_close(r->b, NULL);
+}
+
+static void race_stop(uv_async_t *h)
+{
+    struct race *r = h->data;
+    http_server_close(r->a, NULL);
+    uv_close((uv_handle_t *)h, NULL);
+}
+
+static void *race_loop(void *arg)
+{
+    struct race *r = arg;
+    uv_run(&r->loop, UV_RUN_DEFAULT);
+    return NULL;
+}
+
+TEST(move_to_a_server_closing_meanwhile)
+{
+    struct race r;
+    struct http_server_config ca = {0}, cb = {0};
+    struct cli c;
+    pthread_t t;
+    int port = 0;
+    memset(&r, 0, sizeof(r));
+    ASSERT_OK(uv_loop_init(&r.loop));
+    ca.handler = race_handler;
+    ca.data = &r;
+    cb.handler = race_handler; /* never called */
+    ASSERT_OK(http_server_new(&r.loop, &ca, &r.a));
+    ASSERT_OK(http_server_new(&r.loop, &cb, &r.b));
+    ASSERT_OK(http_server_listen(r.a, "http://127.0.0.1:0", &port));
+    uv_async_init(&r.loop, &r.stop, race_stop);
+    r.stop.data = &r;
+    ASSERT_OK(pthread_create(&t, NULL, race_loop, &r));
+    ASSERT_OK(cli_open(&c, port));
+    ASSERT_OK(cli_sends(&c, "GET /x HTTP/1.1\r\nHost: x\r\n\r\n"));
+    ASSERT(cli_wait_eof(&c));
+    ASSERT_EQ(c.len, 0); /* closed without an answer */
+    cli_close(&c);
+    uv_async_send(&r.stop);
+    pthread_join(t, NULL);
+    ASSERT_OK(uv_loop_close(&r.loop));
+}
+
 TEST_MAIN(TEST_ENTRY(simple_request_go_format), TEST_ENTRY(keep_alive_and_http10),
           TEST_ENTRY(pipelining_keeps_order_with_async_answer),
           TEST_ENTRY(chunked_stream), TEST_ENTRY(form_and_query_over_socket),
@@ -1624,4 +1683,5 @@ TEST_MAIN(TEST_ENTRY(simple_request_go_format), TEST_ENTRY(keep_alive_and_http10
           TEST_ENTRY(moved_request_keeps_pipelined_order),
           TEST_ENTRY(move_waits_for_earlier_answers_to_be_written),
           TEST_ENTRY(moved_request_sees_its_client_go_away),
-          TEST_ENTRY(stopping_with_connections_everywhere))
+          TEST_ENTRY(stopping_with_connections_everywhere),
+          TEST_ENTRY(move_to_a_server_closing_meanwhile))
