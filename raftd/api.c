@@ -746,19 +746,26 @@ static void parked_close_cb(struct http_request *req, int status)
 
 static void api_dispatch(struct raftd *n, struct http_request *req);
 
+/* The key a /v2/keys path names ("/v2/keys" -> "/", "/v2/keys/a" ->
+ * "/a"), or NULL for any other path. */
+static const char *keys_key(const char *path)
+{
+    if (strcmp(path, "/v2/keys") == 0)
+        return "/";
+    if (strncmp(path, "/v2/keys/", 9) == 0)
+        return path + 8;
+    return NULL;
+}
+
 void api_handle_worker(struct http_request *req)
 {
     struct raftd *n = req->server_data;
-    const char *path = req->path, *key = NULL;
+    const char *path = req->path, *key = keys_key(path);
     size_t len = strlen(path);
     char clean[512];
 
     tl_worker = true;
     req->data = NULL;
-    if (strcmp(path, "/v2/keys") == 0)
-        key = "/";
-    else if (strncmp(path, "/v2/keys/", 9) == 0)
-        key = path + 8;
     if (key != NULL && __atomic_load_n(&n->serving, __ATOMIC_ACQUIRE) &&
         (strcmp(req->method, "GET") == 0 ||
          strcmp(req->method, "HEAD") == 0) &&
@@ -798,8 +805,7 @@ static bool api_hand_to_worker(struct raftd *n, struct http_request *req)
         return false;
     if (strcmp(req->method, "GET") != 0 && strcmp(req->method, "HEAD") != 0)
         return false;
-    if (strncmp(req->path, "/v2/keys", 8) != 0 ||
-        (req->path[8] != '\0' && req->path[8] != '/'))
+    if (keys_key(req->path) == NULL)
         return false;
     if (http_request_form_get(req, "wait") != NULL ||
         http_request_form_get(req, "quorum") != NULL)
@@ -861,10 +867,8 @@ static void api_dispatch(struct raftd *n, struct http_request *req)
         api_redirect(req, clean);
         goto out;
     }
-    if (strcmp(path, "/v2/keys") == 0)
-        api_keys(n, req, "/");
-    else if (strncmp(path, "/v2/keys/", 9) == 0)
-        api_keys(n, req, path + 8);
+    if (keys_key(path) != NULL)
+        api_keys(n, req, keys_key(path));
     else
         api_misc(n, req, path);
 out:
